@@ -1,0 +1,61 @@
+"""The `raylung` command line: parse, validate at the edge, call the library.
+
+Each command lives in its own module with a ``register(app)`` function; this module only
+assembles them and turns :class:`~raylung.errors.RaylungError` into one clear line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+# Ray >= 2.59 starts clusters with token authentication, and a client must be in token mode
+# to attach to one (the token comes from ~/.ray/auth_token or RAY_AUTH_TOKEN). Ray reads the
+# mode once, at import, so it is set here, before any command imports ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import typer
+from rich.console import Console
+
+from raylung.errors import RaylungError
+
+COMMAND_MODULES = (
+    "raylung.cli.models_cmd",
+    "raylung.cli.data_cmd",
+    "raylung.cli.train_cmd",
+    "raylung.cli.tune_cmd",
+    "raylung.cli.evaluate_cmd",
+    "raylung.cli.predict_cmd",
+    "raylung.cli.export_cmd",
+)
+
+app = typer.Typer(
+    name="raylung",
+    help="Train and tune cancer-vs-non-cancer classifiers on lung pathology images "
+    "(the attention ResNet of Kim & Kang 2023) with Ray Train, Ray Tune, Optuna and W&B.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except RaylungError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad config, a missing folder, a corrupt image) raises a subclass
+of :class:`RaylungError` with one clear message; the CLI prints that message without a
+traceback and exits with status 2. Everything else is a bug and keeps its traceback.
+"""
+
+
+class RaylungError(Exception):
+    """An error the user can fix; its message says what and where."""
+
+
+class ConfigError(RaylungError):
+    """Invalid configuration or search space."""
+
+
+class DataError(RaylungError):
+    """Missing, malformed, unreadable or leaking data."""
+
+
+class ClusterError(RaylungError):
+    """The Ray cluster cannot run what was asked (unreachable, missing resources)."""

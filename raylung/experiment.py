@@ -1,0 +1,111 @@
+"""Where an experiment keeps its things, in one place so every command agrees.
+
+::
+
+    <storage>/<name>/
+      raylung.yaml          the config or search space as given (with --set applied)
+      space.json            the parsed search space
+      splits.csv            the fixed split every trial and retrain uses
+      optuna.db             the Optuna study (sqlite)
+      tune/                 Ray Tune's experiment state (what `tune --resume` restores)
+      trials/<trial_id>/    each trial's Ray Train run: checkpoints + snapshot
+      wandb/                W&B run files (offline runs are synced from here)
+      best.json, best/      the best trial's best epoch, and its export
+      results.csv|md|json   the trials table
+      plots/                learning curves, comparison charts
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylung.errors import ConfigError
+from raylung.storage import is_uri, join
+
+
+@dataclass(frozen=True)
+class Experiment:
+    storage: str  # parent: a local path or a URI
+    name: str
+
+    @classmethod
+    def new(cls, storage: str, name: str) -> Experiment:
+        """A fresh, timestamped experiment name, so reruns never collide."""
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return cls(storage, f"{name}-{stamp}")
+
+    @classmethod
+    def at(cls, path: str | Path) -> Experiment:
+        text = str(path).rstrip("/")
+        if is_uri(text):
+            parent, _, name = text.rpartition("/")
+            return cls(parent, name)
+        resolved = Path(text).expanduser().resolve()
+        return cls(str(resolved.parent), resolved.name)
+
+    @property
+    def path(self) -> str:
+        return join(self.storage, self.name)
+
+    @property
+    def local(self) -> Path:
+        """The local directory (experiments on URIs keep their driver-side files here)."""
+        if is_uri(self.storage):
+            return Path.home() / ".raylung" / "experiments" / self.name
+        return Path(self.path)
+
+    def file(self, *parts: str) -> str:
+        return join(self.path, *parts)
+
+    @property
+    def tune_dir(self) -> str:
+        return self.file("tune")
+
+    @property
+    def trials_storage(self) -> str:
+        return self.file("trials")
+
+    @property
+    def splits_file(self) -> str:
+        return self.file("splits.csv")
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.local / 'optuna.db'}"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.local / "wandb"
+
+    @property
+    def best_json(self) -> Path:
+        return self.local / "best.json"
+
+    @property
+    def best_export(self) -> Path:
+        return self.local / "best" / "export"
+
+    def read_best(self) -> dict[str, Any]:
+        if not self.best_json.is_file():
+            raise ConfigError(
+                f"{self.best_json} not found: the experiment has no best trial yet "
+                "(did `raylung tune` finish? resume it with `raylung tune --resume DIR`)"
+            )
+        return json.loads(self.best_json.read_text())
+
+
+def latest_experiment(storage: str | Path) -> Experiment:
+    """The most recently modified experiment with a best.json under `storage`."""
+    root = Path(storage).expanduser()
+    candidates = [p.parent for p in root.glob("*/best.json")]
+    if not candidates:
+        raise ConfigError(
+            f"no finished experiment under {root.resolve()}: run `raylung tune SPACE.yaml` "
+            "first, or pass the experiment directory"
+        )
+    newest = max(candidates, key=lambda p: (p / "best.json").stat().st_mtime)
+    return Experiment.at(newest)

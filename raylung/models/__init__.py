@@ -1,0 +1,32 @@
+"""Models: ResNet-ours of Kim & Kang (2023) and the timm baselines of its Table 3.
+
+``create_model("resnet_ours50", eca_k=5)`` and ``create_model("resnet50d")`` look alike;
+:func:`build_model` builds from the validated config. See docs/model.md.
+"""
+
+from raylung.models.build import CONFIG_TO_KWARG, build_model, create_model, gradcam_target_layer
+from raylung.models.complexity import PAPER_INPUT_SHAPE, count_parameters, gflops
+from raylung.models.layers import EcaModule, FReLU, SpatialAttention, Stem
+from raylung.models.registry import ModelEntry, get_model_entry, list_models, register_model
+from raylung.models.resnet_ours import PreActBottleneck, ResNetOurs, attention_maps
+
+__all__ = [
+    "CONFIG_TO_KWARG",
+    "PAPER_INPUT_SHAPE",
+    "EcaModule",
+    "FReLU",
+    "ModelEntry",
+    "PreActBottleneck",
+    "ResNetOurs",
+    "SpatialAttention",
+    "Stem",
+    "attention_maps",
+    "build_model",
+    "count_parameters",
+    "create_model",
+    "get_model_entry",
+    "gflops",
+    "gradcam_target_layer",
+    "list_models",
+    "register_model",
+]

@@ -1,0 +1,47 @@
+"""Experiment storage: a local path or any URI pyarrow understands (s3://, gs://, ...).
+
+On a cluster, trials on different nodes and a resumed driver must see the same checkpoints,
+so experiments live on shared storage; pyarrow's filesystems give one code path for all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raylung.errors import ConfigError
+
+
+def is_uri(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """Join path parts with '/' for URIs, os rules for local paths (made absolute)."""
+    if is_uri(base):
+        return "/".join([str(base).rstrip("/"), *parts])
+    return str(Path(base).expanduser().resolve().joinpath(*parts))
+
+
+def resolve_storage(location: str | Path):  # -> tuple[pyarrow.fs.FileSystem, str]
+    """(filesystem, path inside it) for a local path or a URI."""
+    from pyarrow import fs
+
+    if not is_uri(location):
+        return fs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+    try:
+        return fs.FileSystem.from_uri(str(location))
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError with useful text
+        raise ConfigError(f"cannot open storage {location!r}: {exc}") from exc
+
+
+def check_writable(location: str | Path) -> None:
+    """Fail at once, with the location, when experiment storage cannot be written."""
+    filesystem, path = resolve_storage(location)
+    probe = f"{path.rstrip('/')}/.raylung_write_test"
+    try:
+        filesystem.create_dir(path, recursive=True)
+        with filesystem.open_output_stream(probe) as stream:
+            stream.write(b"ok")
+        filesystem.delete_file(probe)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not writable"
+        raise ConfigError(f"experiment storage {location} is not writable: {exc}") from None

@@ -1,0 +1,59 @@
+"""Numerics of a training step: autocast dtype, loss scaling and memory format per device.
+
+On CUDA the defaults are bf16 autocast where the GPU supports it (Ampere and newer; no loss
+scaler needed), fp16 with a GradScaler otherwise, and channels_last tensors (faster
+convolutions on tensor cores). On CPU the defaults keep fp32 and contiguous tensors, so the
+same loop runs unchanged with ``use_gpu=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from raylung.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.autocast_dtype is torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def make_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.needs_scaler)
+
+    def describe(self) -> str:
+        dtype = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "fp32"
+        layout = "channels_last" if self.channels_last else "contiguous"
+        return f"{self.device.type} {dtype} {layout}"
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
+    cuda = device.type == "cuda"
+    if cfg.amp == "off":
+        dtype = None
+    elif cfg.amp == "bf16":
+        dtype = torch.bfloat16
+    elif cfg.amp == "fp16":
+        if not cuda:
+            raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 or off on CPU")
+        dtype = torch.float16
+    else:  # auto
+        if cuda:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = None
+    channels_last = cuda if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    return Precision(device=device, autocast_dtype=dtype, channels_last=channels_last)

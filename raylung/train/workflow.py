@@ -1,0 +1,197 @@
+"""`raylung train` end to end: one run (new, resumed, or the retrain of a search's best).
+
+A run directory holds the resolved config, the split, Ray Train's checkpoints (``run/``), W&B
+files, plots and the export of the best epoch, so the directory alone is enough to resume,
+evaluate or share the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylung.cluster.connect import RayTarget, connect
+from raylung.config import RaylungConfig
+from raylung.errors import ConfigError
+from raylung.experiment import Experiment
+from raylung.storage import check_writable, join
+from raylung.tracking import init_kwargs, offline_run_dirs, resolve_mode
+from raylung.train.launcher import RunLocation, check_resources, fit, has_snapshot, prepare_splits
+
+log = logging.getLogger(__name__)
+
+RUN_NAME = "run"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainOutcome:
+    directory: Path
+    config: RaylungConfig
+    metrics: dict[str, Any]
+    best_metrics: dict[str, Any]
+    export: Path | None
+    history: list[dict[str, Any]]
+    wandb_dirs: list[Path]
+    evaluation: Any = None
+
+
+def _wandb_kwargs(cfg: RaylungConfig, directory: Path, name: str, job_type: str) -> dict[str, Any] | None:
+    mode = resolve_mode(cfg.wandb)
+    if mode == "disabled":
+        return None
+    return init_kwargs(
+        cfg.wandb, mode, directory / "wandb", group=cfg.wandb.group or cfg.experiment.name,
+        name=name, run_id=f"{name}-{abs(hash(str(directory))) % 10**8:08d}",
+        config=cfg.model_dump(mode="json"), job_type=job_type,
+    )
+
+
+def train(
+    cfg: RaylungConfig,
+    target: RayTarget = RayTarget(),
+    *,
+    output: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    job_type: str = "train",
+) -> TrainOutcome:
+    """Run one training (or resume it from `output`), then export its best epoch."""
+    if resume:
+        if output is None:
+            raise ConfigError("--resume needs --output DIR, the run directory to continue")
+        directory = Path(output).expanduser().resolve()
+        saved = directory / CONFIG_FILE
+        if not saved.is_file():
+            raise ConfigError(f"cannot resume: {saved} not found (is {directory} a raylung run?)")
+        cfg = RaylungConfig.model_validate_json(saved.read_text())
+    else:
+        resolve_mode(cfg.wandb)
+        if output is None:
+            check_writable(cfg.experiment.storage)
+            directory = Path(Experiment.new(cfg.experiment.storage, cfg.experiment.name).path)
+        else:
+            directory = Path(output).expanduser().resolve()
+        location = RunLocation(str(directory), RUN_NAME)
+        if has_snapshot(location):
+            raise ConfigError(
+                f"{directory} already holds a run; continue it with --resume, or choose another --output"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = prepare_splits(cfg, str(directory))
+        (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
+    connect(target)
+    check_resources(cfg)
+    location = RunLocation(str(directory), RUN_NAME)
+    wandb_kwargs = _wandb_kwargs(cfg, directory, directory.name, job_type)
+    result = fit(cfg, location, wandb_kwargs=wandb_kwargs, progress=progress)
+    if result.error is not None:
+        raise result.error
+    return _finish(cfg, directory, result, wandb_kwargs)
+
+
+def _finish(
+    cfg: RaylungConfig, directory: Path, result: Any, wandb_kwargs: dict | None, keep: str = "best"
+) -> TrainOutcome:
+    """Export the best epoch (or the last, `keep="last"`), plot, and record the metrics."""
+    from raylung.plots import learning_curves
+    from raylung.train.export import export_checkpoint
+
+    monitor, mode = cfg.train.monitor, cfg.train.monitor_mode
+    checkpoint = result.get_best_checkpoint(monitor, mode) if keep == "best" else result.checkpoint
+    best_metrics = next((m for c, m in result.best_checkpoints if checkpoint and c.path == checkpoint.path), {})
+    history = _history(result)
+    export = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            export = export_checkpoint(Path(ckpt_dir), directory / "export", metrics=best_metrics)
+    if history:
+        learning_curves(history, directory / "plots" / "learning_curves.png", monitor=monitor)
+    (directory / "metrics.json").write_text(
+        json.dumps({"final": result.metrics, "best": best_metrics, "history": history}, indent=1, default=str)
+    )
+    wandb_dirs = offline_run_dirs(directory / "wandb") if wandb_kwargs and wandb_kwargs["mode"] == "offline" else []
+    return TrainOutcome(directory, cfg, result.metrics, best_metrics, export, history, wandb_dirs)
+
+
+def _history(result: Any) -> list[dict[str, Any]]:
+    """Every epoch's metrics, across resumes: kept in the latest checkpoint's TrainState
+    (Ray's metrics_dataframe only lists the checkpoints it still keeps)."""
+    from raylung.train.state import load_state
+
+    if result.checkpoint is None:
+        return []
+    with result.checkpoint.as_directory() as directory:
+        return load_state(Path(directory)).history
+
+
+def retrain_best(
+    experiment_dir: str | None,
+    storage: str,
+    target: RayTarget = RayTarget(),
+    *,
+    full: bool = False,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Retrain a search's best configuration for the full budget, evaluate on test, export."""
+    from raylung.tune.trial import trial_config
+    from raylung.tune.tuner import reload
+    from raylung.experiment import latest_experiment
+
+    experiment = Experiment.at(experiment_dir) if experiment_dir else latest_experiment(storage)
+    best = experiment.read_best()
+    prepared = reload(experiment)
+    cfg = trial_config(prepared.base, prepared.space, best["params"]) if best["params"] else prepared.base
+    if full:
+        cfg = _train_on_train_and_validation(cfg, best, experiment)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    directory = experiment.local / f"retrain-{stamp}"
+    directory.mkdir(parents=True)
+    # Same split as the search: the retrain is evaluated on the test split no trial has seen.
+    (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
+    connect(target)
+    check_resources(cfg)
+    wandb_kwargs = _wandb_kwargs(cfg, directory, f"{experiment.name}-retrain", "retrain")
+    result = fit(cfg, RunLocation(str(directory), RUN_NAME), wandb_kwargs=wandb_kwargs, progress=progress)
+    if result.error is not None:
+        raise result.error
+    outcome = _finish(cfg, directory, result, wandb_kwargs, keep="last" if full else "best")
+    if outcome.export is not None:
+        from raylung.train.evaluate import evaluate
+
+        outcome.evaluation = evaluate(outcome.export, "test", out_dir=directory / "test")
+        _log_test_metrics(wandb_kwargs, outcome)
+    return outcome
+
+
+def _train_on_train_and_validation(cfg: RaylungConfig, best: dict, experiment: Experiment) -> RaylungConfig:
+    """--full: fold validation into train and train for the best trial's best epoch count.
+
+    With validation inside the training data there is no honest signal for early stopping or
+    for picking an epoch, so the epoch count comes from the search and the last epoch is kept.
+    """
+    from raylung.data import SplitSet
+
+    splits = SplitSet.load(cfg.data.splits_file)
+    merged = SplitSet({"train": splits["train"] + splits["validation"], "validation": splits["validation"],
+                       "test": splits["test"]})
+    path = join(str(experiment.local), "splits_full.csv")
+    merged.save(path)
+    data = cfg.data.model_copy(update={"splits_file": path})
+    train = cfg.train.model_copy(update={"epochs": int(best.get("epoch") or cfg.train.epochs), "patience": None})
+    return cfg.model_copy(update={"data": data, "train": train})
+
+
+def _log_test_metrics(wandb_kwargs: dict | None, outcome: TrainOutcome) -> None:
+    if not wandb_kwargs or outcome.evaluation is None:
+        return
+    from raylung.tracking import start_run
+
+    run = start_run(**wandb_kwargs)
+    if run is not None:
+        run.summary.update({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
+        run.finish()

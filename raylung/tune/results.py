@@ -1,0 +1,189 @@
+"""What a search found: one row per trial, the best trial's best epoch, and its export.
+
+Tune records each trial's *last* checkpoint, not its best. The best epoch is looked up in the
+trial's own Ray Train run (``Result.from_path(...).get_best_checkpoint``), which only knows
+checkpoints still on storage, so one deleted by ``num_to_keep`` is never picked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raylung.config import RaylungConfig
+from raylung.config.search_space import SearchSpace
+from raylung.experiment import Experiment
+from raylung.storage import join
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    params: dict[str, Any]
+    status: str  # completed | early-stopped (patience) | pruned (ASHA) | error
+    epochs: int
+    best_value: float | None
+    best_epoch: int | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.status in ("pruned", "early-stopped")
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a < b if mode == "min" else a > b
+
+
+def summarize_trial(result: Any, space: SearchSpace, metric: str, mode: str, max_epochs: int) -> TrialSummary:
+    """One Tune ``Result`` -> a summary row."""
+    frame = result.metrics_dataframe
+    rows = [] if frame is None else frame.to_dict("records")
+    history = [
+        {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for row in rows
+        if "epoch" in row and row.get(metric) is not None
+    ]
+    best_value, best_epoch = None, None
+    for row in history:
+        value = row[metric]
+        if math.isfinite(value) and (best_value is None or _better(value, best_value, mode)):
+            best_value, best_epoch = value, int(row["epoch"])
+    metrics = result.metrics or {}
+    epochs = int(max((row["epoch"] for row in history), default=0))
+    if result.error is not None:
+        status = "error"
+    elif metrics.get("stopped_early"):
+        status = "early-stopped"
+    elif epochs < max_epochs:
+        status = "pruned"
+    else:
+        status = "completed"
+    trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[1]
+    return TrialSummary(
+        trial_id=str(trial_id),
+        params=space.decode({k: v for k, v in (result.config or {}).items() if k in space.paths}),
+        status=status,
+        epochs=epochs,
+        best_value=best_value,
+        best_epoch=best_epoch,
+        history=history,
+        error=None if result.error is None else str(result.error).splitlines()[0][:300],
+    )
+
+
+def pick_best(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
+    scored = [t for t in trials if t.best_value is not None]
+    if not scored:
+        return None
+    best = scored[0]
+    for trial in scored[1:]:
+        if _better(trial.best_value, best.best_value, mode):
+            best = trial
+    return best
+
+
+def best_checkpoint(experiment: Experiment, trial_id: str, metric: str, mode: str):
+    """(checkpoint, its metrics) of the trial's best epoch among checkpoints still stored."""
+    import ray.train
+
+    run = ray.train.Result.from_path(join(experiment.trials_storage, trial_id))
+    checkpoint = run.get_best_checkpoint(metric, mode)
+    if checkpoint is None:
+        return None, {}
+    metrics = next((m for c, m in run.best_checkpoints if c.path == checkpoint.path), {})
+    return checkpoint, metrics
+
+
+def export_best(
+    experiment: Experiment, best: TrialSummary, base: RaylungConfig, metric: str, mode: str
+) -> dict[str, Any]:
+    """Export the best trial's best epoch and write best.json; returns what it wrote."""
+    from raylung.train.export import export_checkpoint
+
+    checkpoint, metrics = best_checkpoint(experiment, best.trial_id, metric, mode)
+    if checkpoint is None:
+        raise RuntimeError(f"trial {best.trial_id} has no stored checkpoint")
+    if metrics.get(metric) != best.best_value:
+        log.warning(
+            "best checkpoint of %s has %s=%s, but the best reported epoch had %s",
+            best.trial_id, metric, metrics.get(metric), best.best_value,
+        )
+    with checkpoint.as_directory() as directory:
+        export = export_checkpoint(Path(directory), experiment.best_export, metrics=metrics)
+    record = {
+        "experiment": experiment.name,
+        "trial_id": best.trial_id,
+        "metric": metric,
+        "mode": mode,
+        "value": metrics.get(metric),
+        "epoch": metrics.get("epoch"),
+        "checkpoint": checkpoint.path,
+        "export": str(export),
+        "params": best.params,
+        "metrics": metrics,
+    }
+    experiment.best_json.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def table_rows(trials: list[TrialSummary], space: SearchSpace, metric: str) -> list[dict[str, Any]]:
+    rows = []
+    for t in trials:
+        row: dict[str, Any] = {"trial": t.trial_id}
+        for path in space.paths:
+            row[path] = t.params.get(path, "")
+        row.update(
+            {f"best {metric}": t.best_value, "best epoch": t.best_epoch, "epochs": t.epochs,
+             "status": t.status}
+        )
+        rows.append(row)
+    return rows
+
+
+def write_tables(experiment: Experiment, trials: list[TrialSummary], space: SearchSpace, metric: str) -> None:
+    rows = table_rows(trials, space, metric)
+    local = experiment.local
+    (local / "results.json").write_text(json.dumps([asdict(t) for t in trials], indent=1, default=str))
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    (local / "results.csv").write_text(buffer.getvalue())
+    header = "| " + " | ".join(rows[0]) + " |"
+    rule = "|" + "---|" * len(rows[0])
+    body = ["| " + " | ".join(_fmt(v) for v in row.values()) + " |" for row in rows]
+    (local / "results.md").write_text("\n".join([header, rule, *body]) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def print_table(trials: list[TrialSummary], space: SearchSpace, metric: str, best: TrialSummary | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = table_rows(trials, space, metric)
+    if not rows:
+        return
+    table = Table(title="Trials")
+    for column in rows[0]:
+        table.add_column(column.removeprefix("data.").removeprefix("model.").removeprefix("train."))
+    for trial, row in zip(trials, rows, strict=True):
+        style = "bold green" if best is not None and trial.trial_id == best.trial_id else None
+        table.add_row(*[_fmt(v) for v in row.values()], style=style)
+    Console().print(table)

@@ -1,0 +1,47 @@
+"""Optuna TPE search whose study lives in sqlite inside the experiment, and survives resumes.
+
+Ray restores a searcher from its pickled state, sampler RNG included. A resumed study would
+then draw the very same "random" start-up configurations again (optuna issue #3255), so on
+restore the sampler is reseeded with the original seed plus the number of trials already in
+the study: different on each resume, still reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from raylung.config.search_space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch over a raylung SearchSpace, reseeded on restore."""
+
+    def __init__(self, space: SearchSpace, *, storage_url: str, study_name: str, seed: int,
+                 n_startup_trials: int, metric: str, mode: str) -> None:
+        self._base_seed = seed
+        self._n_startup_trials = n_startup_trials
+        storage = optuna.storages.RDBStorage(storage_url)
+        super().__init__(
+            space=space.define_by_run,
+            metric=metric,
+            mode=mode,
+            sampler=make_sampler(seed, n_startup_trials),
+            storage=storage,
+            study_name=study_name,
+        )
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        done = len(self._ot_study.trials)
+        seed = self._base_seed + done
+        self._ot_study.sampler = make_sampler(seed, self._n_startup_trials)
+        log.info("resumed the Optuna study with %d trials; sampler reseeded with %d", done, seed)

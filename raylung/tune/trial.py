@@ -1,0 +1,33 @@
+"""One Tune trial: sampled parameters -> a full config -> a distributed Ray Train run.
+
+Ray 2.60 runs Train V2, where a Tuner can no longer wrap a trainer: each trial is a function
+trainable that builds and fits its own ``TorchTrainer``. ``TuneReportCallback`` forwards rank
+0's per-epoch report (validation metrics already reduced over all workers) to Tune, where ASHA
+and Optuna see it. Each trial's checkpoints live under ``trials/<trial_id>``, so a trial that
+Tune restarts after an interruption resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from raylung.config import RaylungConfig
+from raylung.config.loading import apply_params
+from raylung.config.search_space import SearchSpace
+from raylung.train.launcher import RunLocation, fit
+
+
+def trial_config(base: RaylungConfig, space: SearchSpace, params: dict[str, Any]) -> RaylungConfig:
+    """The full config of a trial: the base with the sampled values set."""
+    return apply_params(base, space.decode(params))
+
+
+def run_trial(params: dict[str, Any], *, base: RaylungConfig, space: SearchSpace, trials_storage: str) -> None:
+    """Tune function trainable (bound with `tune.with_parameters`)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = trial_config(base, space, params)
+    location = RunLocation(trials_storage, tune.get_context().get_trial_id())
+    fit(cfg, location, callbacks=[TuneReportCallback()])

@@ -1,0 +1,72 @@
+"""`raylung tune` end to end: connect, prepare or reload, search, summarise, export the best."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylung.cluster.connect import RayTarget, connect
+from raylung.config.loading import LoadedConfig
+from raylung.experiment import Experiment
+from raylung.storage import check_writable
+from raylung.tracking import offline_run_dirs, resolve_mode
+from raylung.tune import tuner
+from raylung.tune.results import (
+    TrialSummary,
+    export_best,
+    pick_best,
+    print_table,
+    summarize_trial,
+    write_tables,
+)
+from raylung.tune.summary import log_wandb_summary, plot_trials
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneOutcome:
+    experiment: Experiment
+    trials: list[TrialSummary]
+    best: dict[str, Any] | None
+    wandb_dirs: list[Path]
+
+
+def tune(loaded: LoadedConfig, target: RayTarget = RayTarget()) -> TuneOutcome:
+    """Start a new experiment from a validated search space and run it to the end."""
+    cfg = loaded.config
+    resolve_mode(cfg.wandb)  # fail now, not after an hour, when online W&B lacks credentials
+    check_writable(cfg.experiment.storage)
+    experiment = Experiment.new(cfg.experiment.storage, cfg.experiment.name)
+    connect(target)
+    prepared = tuner.prepare(loaded, experiment)
+    log.info("experiment %s", experiment.path)
+    grid = tuner.run(prepared)
+    return finish(prepared, grid)
+
+
+def resume(experiment_dir: str | Path, target: RayTarget = RayTarget()) -> TuneOutcome:
+    """Continue an interrupted experiment: finished trials are kept, unfinished ones resume."""
+    experiment = Experiment.at(experiment_dir)
+    prepared = tuner.reload(experiment)
+    connect(target)
+    grid = tuner.resume(prepared)
+    return finish(prepared, grid)
+
+
+def finish(prepared: tuner.PreparedSearch, grid: Any) -> TuneOutcome:
+    base, space, experiment = prepared.base, prepared.space, prepared.experiment
+    metric, mode = base.search_metric, base.search_mode
+    trials = [summarize_trial(result, space, metric, mode, base.train.epochs) for result in grid]
+    trials.sort(key=lambda t: t.trial_id)
+    best_trial = pick_best(trials, mode)
+    write_tables(experiment, trials, space, metric)
+    plots = [plot_trials(trials, metric, experiment.local / "plots" / "trials.png", best_trial)]
+    best = export_best(experiment, best_trial, base, metric, mode) if best_trial else None
+    print_table(trials, space, metric, best_trial)
+    wandb_mode = resolve_mode(base.wandb)
+    log_wandb_summary(experiment, base, space, trials, best, plots, wandb_mode)
+    wandb_dirs = offline_run_dirs(experiment.wandb_dir) if wandb_mode == "offline" else []
+    return TuneOutcome(experiment, trials, best, wandb_dirs)
