@@ -213,6 +213,9 @@ class AshaConfig(StrictModel):
 
 
 class SearchConfig(StrictModel):
+    # tpe: Optuna's TPE (random start-up trials, then model-based); random; grid: every
+    # combination of the `choice` parameters once (num_samples must equal their product).
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
     num_samples: int = Field(20, ge=1)
     max_concurrent_trials: int | None = Field(None, ge=1)
     # None: use train.monitor. The tuner passes its metric to early stopping and checkpoints.

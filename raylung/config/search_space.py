@@ -110,13 +110,13 @@ class Distribution:
             return [int(self.low), int(self.high)]
         return [self.low, self.high]
 
-    def _label(self, value: Any) -> Any:
+    def label(self, value: Any) -> Any:
         # Optuna's categorical choices must be primitives; lists like [32, 64] travel as JSON.
         return value if _primitive(value) else json.dumps(value)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "choice":
-            return trial.suggest_categorical(self.path, [self._label(c) for c in self.choices])
+            return trial.suggest_categorical(self.path, [self.label(c) for c in self.choices])
         if self.kind == "uniform":
             return trial.suggest_float(self.path, self.low, self.high, step=self.step)
         if self.kind == "loguniform":
@@ -130,7 +130,7 @@ class Distribution:
         """Turn a sampled (possibly JSON-labelled) value back into the config value."""
         if self.kind == "choice":
             for choice in self.choices:
-                if self._label(choice) == sampled:
+                if self.label(choice) == sampled:
                     return choice
             raise KeyError(f"{self.path}: {sampled!r} is not one of the choices")
         return sampled

@@ -231,6 +231,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if wandb_run is not None:
         wandb_run.summary.update({"best_epoch": state.best_epoch, f"best_{cfg.train.monitor}": state.best_metric})
         wandb_run.finish()
+        import wandb
+
+        wandb.teardown()  # flush before Ray Train ends this worker process
 
 
 def _mean_across_workers(mean_loss: float, count: int, device: torch.device) -> float:

@@ -138,14 +138,14 @@ def retrain_best(
     progress: bool = True,
 ) -> TrainOutcome:
     """Retrain a search's best configuration for the full budget, evaluate on test, export."""
-    from raylung.tune.trial import trial_config
-    from raylung.tune.tuner import reload
+    from raylung.config.loading import apply_params
     from raylung.experiment import latest_experiment
+    from raylung.tune.tuner import reload
 
     experiment = Experiment.at(experiment_dir) if experiment_dir else latest_experiment(storage)
     best = experiment.read_best()
     prepared = reload(experiment)
-    cfg = trial_config(prepared.base, prepared.space, best["params"]) if best["params"] else prepared.base
+    cfg = apply_params(prepared.base, best["params"])  # best.json holds decoded config values
     if full:
         cfg = _train_on_train_and_validation(cfg, best, experiment)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

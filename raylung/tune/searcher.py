@@ -18,23 +18,30 @@ from raylung.config.search_space import SearchSpace
 log = logging.getLogger(__name__)
 
 
-def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(kind: str, seed: int, n_startup_trials: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        grid = {d.path: [d.label(c) for c in d.choices] for d in space.distributions}
+        return optuna.samplers.GridSampler(grid, seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
 
 
 class ResumableOptunaSearch(OptunaSearch):
     """OptunaSearch over a raylung SearchSpace, reseeded on restore."""
 
-    def __init__(self, space: SearchSpace, *, storage_url: str, study_name: str, seed: int,
-                 n_startup_trials: int, metric: str, mode: str) -> None:
+    def __init__(self, space: SearchSpace, *, sampler: str, storage_url: str, study_name: str,
+                 seed: int, n_startup_trials: int, metric: str, mode: str) -> None:
         self._base_seed = seed
         self._n_startup_trials = n_startup_trials
+        self._sampler_kind = sampler
+        self._search_space = space
         storage = optuna.storages.RDBStorage(storage_url)
         super().__init__(
             space=space.define_by_run,
             metric=metric,
             mode=mode,
-            sampler=make_sampler(seed, n_startup_trials),
+            sampler=make_sampler(sampler, seed, n_startup_trials, space),
             storage=storage,
             study_name=study_name,
         )
@@ -43,5 +50,7 @@ class ResumableOptunaSearch(OptunaSearch):
         super().restore(checkpoint_path)
         done = len(self._ot_study.trials)
         seed = self._base_seed + done
-        self._ot_study.sampler = make_sampler(seed, self._n_startup_trials)
+        self._ot_study.sampler = make_sampler(
+            self._sampler_kind, seed, self._n_startup_trials, self._search_space
+        )
         log.info("resumed the Optuna study with %d trials; sampler reseeded with %d", done, seed)

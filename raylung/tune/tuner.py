@@ -47,6 +47,7 @@ def prepare(loaded: LoadedConfig, experiment: Experiment) -> PreparedSearch:
     """Fix the split, save the space and the base config into the experiment directory."""
     if not loaded.space:
         raise ConfigError("the search space has no distributions: use `raylung train` for one run")
+    check_grid(loaded)
     base = loaded.config
     # In a tune, the search metric drives ASHA, early stopping and checkpoint retention alike,
     # so the best epoch of every trial is always among the kept checkpoints.
@@ -58,6 +59,21 @@ def prepare(loaded: LoadedConfig, experiment: Experiment) -> PreparedSearch:
     (experiment.local / BASE_FILE).write_text(base.model_dump_json(indent=1))
     (experiment.local / "space.json").write_text(json.dumps(loaded.space.to_json(), indent=1))
     return PreparedSearch(experiment, base, loaded.space)
+
+
+def check_grid(loaded: LoadedConfig) -> None:
+    """A grid search needs only `choice` parameters and exactly one trial per combination."""
+    search = loaded.config.search
+    if search.sampler != "grid":
+        return
+    where = loaded.source.where("search.sampler")
+    ranged = [d.path for d in loaded.space.distributions if d.kind != "choice" or d.when]
+    if ranged:
+        raise ConfigError(f"{where}: search.sampler grid needs unconditional `choice` parameters; "
+                          f"not: {', '.join(ranged)}")
+    size = math.prod(len(d.choices) for d in loaded.space.distributions)
+    if search.num_samples != size:
+        raise ConfigError(f"{where}: the grid has {size} combinations; set search.num_samples: {size}")
 
 
 def reload(experiment: Experiment) -> PreparedSearch:
@@ -117,14 +133,14 @@ def _callbacks(prepared: PreparedSearch) -> list:
     mode = _wandb_mode(prepared.base)
     if mode == "disabled":
         return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from raylung.tune.wandb_callback import FlushingWandbLoggerCallback
 
     kwargs = init_kwargs(
         prepared.base.wandb, mode, prepared.experiment.wandb_dir, group=prepared.experiment.name
     )
     kwargs["resume"] = "allow"  # a resumed trial continues its W&B run
     kwargs["reinit"] = "finish_previous"  # Ray passes the deprecated reinit=True otherwise
-    return [WandbLoggerCallback(log_config=True, excludes=["checkpoint_path"], **kwargs)]
+    return [FlushingWandbLoggerCallback(log_config=True, excludes=["checkpoint_path"], **kwargs)]
 
 
 def _trial_dirname(trial) -> str:
@@ -150,6 +166,7 @@ def build_tuner(prepared: PreparedSearch):
     )
     searcher = ResumableOptunaSearch(
         prepared.space,
+        sampler=search.sampler,
         storage_url=prepared.experiment.optuna_url,
         study_name=prepared.experiment.name,
         seed=search.seed,

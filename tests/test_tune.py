@@ -1,0 +1,141 @@
+"""A real smoke tune on the session's Ray cluster: Optuna + ASHA, W&B offline files, best export,
+resume after the driver is killed, and `train --best`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raylung.config.loading import load_config
+from raylung.experiment import Experiment
+from raylung.tune import workflow
+from wandb_records import history_rows, run_config
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+
+
+def smoke_overrides(storage: Path, root: Path, *extra: str) -> list[str]:
+    return [
+        f"experiment.storage={storage}",
+        f"data.root={root}",
+        f"data.cache_dir={storage / 'cache'}",
+        "wandb.mode=offline",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def smoke(ray_address, demo_root, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("tune")
+    loaded = load_config(SMOKE, smoke_overrides(storage, demo_root, "search.num_samples=4"))
+    return workflow.tune(loaded)
+
+
+def test_smoke_tune_runs_every_trial_and_asha_prunes(smoke):
+    assert len(smoke.trials) == 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in smoke.trials}) == 4
+    assert all(t.history and t.status != "error" for t in smoke.trials), smoke.trials
+    assert any(t.status == "pruned" for t in smoke.trials), [t.status for t in smoke.trials]
+    for trial in smoke.trials:
+        assert [row["epoch"] for row in trial.history] == list(range(1, trial.epochs + 1))
+    table = (smoke.experiment.local / "results.csv").read_text().splitlines()
+    assert len(table) == 5 and "status" in table[0]
+
+
+def test_every_trial_has_a_wandb_offline_run_with_one_row_per_epoch(smoke):
+    files = {p.name.removeprefix("run-").removesuffix(".wandb"): p
+             for p in smoke.experiment.wandb_dir.rglob("run-*.wandb")}
+    for trial in smoke.trials:
+        assert trial.trial_id in files, sorted(files)
+        rows = [r for r in history_rows(files[trial.trial_id]) if "val_loss" in r]
+        assert [r["epoch"] for r in rows] == [row["epoch"] for row in trial.history]
+        for logged, reported in zip(rows, trial.history, strict=True):
+            for key in ("val_loss", "val_accuracy", "val_f1", "val_auroc", "train_loss"):
+                assert logged[key] == pytest.approx(reported[key]), key
+        config = run_config(files[trial.trial_id])
+        for path, value in trial.params.items():
+            assert config[path] in (value, json.dumps(value)), path
+    summaries = [p for p in files if p not in {t.trial_id for t in smoke.trials}]
+    assert len(summaries) == 1  # the sweep's summary run
+
+
+def test_best_json_names_a_stored_checkpoint_of_the_best_epoch(smoke):
+    best = json.loads(smoke.experiment.best_json.read_text())
+    values = [t.best_value for t in smoke.trials if t.best_value is not None]
+    assert best["metric"] == "val_loss" and best["value"] == min(values)
+    winner = next(t for t in smoke.trials if t.trial_id == best["trial_id"])
+    assert best["epoch"] == winner.best_epoch
+    checkpoint = Path(best["checkpoint"])
+    assert (checkpoint / "model.safetensors").is_file()
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["epoch"] == best["epoch"]
+    assert state["history"][-1]["val_loss"] == pytest.approx(best["value"])
+
+    from raylung.train.export import load_export
+
+    loaded = load_export(best["export"])
+    assert loaded.config.model.name == "resnet_ours_tiny"
+
+
+def test_train_best_retrains_evaluates_on_test_and_exports(smoke):
+    from raylung.train.workflow import retrain_best
+
+    outcome = retrain_best(str(smoke.experiment.local), storage="unused", progress=False)
+    assert [row["epoch"] for row in outcome.history][-1] <= 4
+    assert (outcome.export / "model.safetensors").is_file()
+    assert outcome.evaluation is not None and outcome.evaluation.split == "test"
+    assert 0.5 <= outcome.evaluation.metrics["auroc"] <= 1.0
+    assert (outcome.directory / "test" / "metrics.json").is_file()
+
+
+def _trial_result_lines(experiment: Path) -> dict[str, int]:
+    return {p.parent.name: len(p.read_text().splitlines()) for p in (experiment / "tune").glob("*/result.json")}
+
+
+def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, demo_root, tmp_path):
+    storage = tmp_path / "exp"
+    args = ["tune", str(SMOKE)]
+    for item in smoke_overrides(storage, demo_root, "search.num_samples=3", "search.max_concurrent_trials=1",
+                                "search.asha.enabled=false", "train.epochs=3"):
+        args += ["--set", item]
+    proc = subprocess.Popen([sys.executable, "-m", "raylung", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 400
+    experiment = None
+    while time.monotonic() < deadline:
+        found = list(storage.glob("smoke-*/tune"))
+        if found:
+            experiment = found[0].parent
+            # One trial finished (3 results) and the next one has reported an epoch.
+            lines = _trial_result_lines(experiment)
+            if sorted(lines.values())[-2:] in ([1, 3], [2, 3]):
+                break
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the tune never got one trial done")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    before = _trial_result_lines(experiment)
+    finished = [trial for trial, n in before.items() if n == 3]
+
+    resumed = subprocess.run([sys.executable, "-m", "raylung", "tune", "--resume", str(experiment)],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = _trial_result_lines(experiment)
+    for trial in finished:
+        assert after[trial] == 3, f"finished trial {trial} was rerun"
+    results = json.loads((experiment / "results.json").read_text())
+    assert len(results) == 3 and all(r["epochs"] == 3 for r in results)
+    assert len({json.dumps(r["params"], sort_keys=True) for r in results}) == 3
+    assert Experiment.at(experiment).best_json.is_file()
