@@ -152,3 +152,28 @@ def demo_root(tmp_path_factory) -> Path:
     from raylung.data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo_data", per_subclass=30)
+
+
+SMOKE = REPO_ROOT / "search_spaces" / "smoke.yaml"
+
+
+def smoke_overrides(storage: Path, root: Path, *extra: str) -> list[str]:
+    """search_spaces/smoke.yaml pointed at test folders, W&B offline."""
+    return [
+        f"experiment.storage={storage}",
+        f"data.root={root}",
+        f"data.cache_dir={storage / 'cache'}",
+        "wandb.mode=offline",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def smoke(ray_address, demo_root, tmp_path_factory):
+    """A finished smoke tune (4 trials, ASHA, W&B offline) shared by the tune and report tests."""
+    from raylung.config.loading import load_config
+    from raylung.tune import workflow
+
+    storage = tmp_path_factory.mktemp("tune")
+    loaded = load_config(SMOKE, smoke_overrides(storage, demo_root, "search.num_samples=4"))
+    return workflow.tune(loaded)

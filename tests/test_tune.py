@@ -13,32 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from raylung.config.loading import load_config
+from conftest import SMOKE, smoke_overrides
 from raylung.experiment import Experiment
-from raylung.tune import workflow
 from wandb_records import history_rows, run_config
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "search_spaces" / "smoke.yaml"
-
-
-def smoke_overrides(storage: Path, root: Path, *extra: str) -> list[str]:
-    return [
-        f"experiment.storage={storage}",
-        f"data.root={root}",
-        f"data.cache_dir={storage / 'cache'}",
-        "wandb.mode=offline",
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def smoke(ray_address, demo_root, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("tune")
-    loaded = load_config(SMOKE, smoke_overrides(storage, demo_root, "search.num_samples=4"))
-    return workflow.tune(loaded)
 
 
 def test_smoke_tune_runs_every_trial_and_asha_prunes(smoke):
