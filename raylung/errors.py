@@ -20,3 +20,7 @@ class DataError(RaylungError):
 
 class ClusterError(RaylungError):
     """The Ray cluster cannot run what was asked (unreachable, missing resources)."""
+
+
+class TrainingFailedError(RaylungError):
+    """A training run failed beyond its retry budget; its checkpoints are kept for resuming."""

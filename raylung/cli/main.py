@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "raylung.cli.evaluate_cmd",
     "raylung.cli.predict_cmd",
     "raylung.cli.export_cmd",
+    "raylung.cli.explain_cmd",
 )
 
 app = typer.Typer(
@@ -57,5 +58,5 @@ def main() -> None:
     try:
         app()
     except RaylungError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)

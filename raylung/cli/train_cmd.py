@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from raylung.cli.options import ADDRESS_OPTION, SET_OPTION
+from raylung.cli.options import ADDRESS_OPTION, RESOURCE_WAIT_OPTION, SET_OPTION
 
 
 def train(
@@ -17,6 +17,7 @@ def train(
     num_workers: int | None = typer.Option(None, "--num-workers", help="Ray Train workers (DDP ranks)."),
     gpus_per_worker: float | None = typer.Option(None, "--gpus-per-worker", help="GPUs per worker."),
     address: str | None = ADDRESS_OPTION,
+    resource_wait: float | None = RESOURCE_WAIT_OPTION,
     output: str | None = typer.Option(None, "--output", "-o", help="Run directory (default: a new one under experiment.storage)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
     best: bool = typer.Option(False, "--best", help="Retrain the best config of a tune experiment."),
@@ -29,7 +30,7 @@ def train(
     from raylung.errors import ConfigError
     from raylung.train import workflow
 
-    target = RayTarget(address=address)
+    target = RayTarget(address=address, resource_wait_s=resource_wait)
     console = Console()
     if best:
         exp_dir = experiment or (str(config) if config else None)

@@ -7,13 +7,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from raylung.cli.options import ADDRESS_OPTION, SET_OPTION
+from raylung.cli.options import ADDRESS_OPTION, RESOURCE_WAIT_OPTION, SET_OPTION
 
 
 def tune(
     space: Path | None = typer.Argument(None, help="Search space YAML (search_spaces/*.yaml)."),
     set_: list[str] | None = SET_OPTION,
     address: str | None = ADDRESS_OPTION,
+    resource_wait: float | None = RESOURCE_WAIT_OPTION,
     storage: str | None = typer.Option(None, "--storage", help="Experiment storage: a path or a URI (s3://...)."),
     num_samples: int | None = typer.Option(None, "--num-samples", "-n", help="Number of trials."),
     resume: str | None = typer.Option(None, "--resume", help="Continue the experiment in this directory."),
@@ -24,7 +25,7 @@ def tune(
     from raylung.errors import ConfigError
     from raylung.tune import workflow
 
-    target = RayTarget(address=address)
+    target = RayTarget(address=address, resource_wait_s=resource_wait)
     if resume:
         outcome = workflow.resume(resume, target)
     else:

@@ -42,6 +42,19 @@ class RayTarget:
     num_cpus: int | None = None
     num_gpus: int | None = None
     trial_driver_slots: int = DEFAULT_TRIAL_DRIVER_SLOTS
+    # How long to wait for an autoscaling cluster to offer missing resources; None: 10 min on
+    # an existing cluster, none on the local Ray raylung starts (it can never grow).
+    resource_wait_s: float | None = None
+
+    @property
+    def attached(self) -> bool:
+        return bool(self.address or os.environ.get("RAY_ADDRESS"))
+
+    @property
+    def wait_s(self) -> float:
+        if self.resource_wait_s is not None:
+            return self.resource_wait_s
+        return 600.0 if self.attached else 0.0
 
 
 def _check_reachable(address: str, timeout_s: float = 3.0) -> None:

@@ -246,6 +246,7 @@ def _use_eager_kernels(x: torch.Tensor) -> bool:
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
+        and x.device.type in ("cpu", "cuda")
         and not torch.is_autocast_enabled(x.device.type)
     )
 

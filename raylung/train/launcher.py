@@ -17,6 +17,11 @@ from typing import Any
 from raylung.config import RaylungConfig
 from raylung.data import ensure_demo_data, resolve_splits
 from raylung.errors import ClusterError, RaylungError
+
+try:  # Ray Train V2 (the default since Ray 2.5x) raises this when a run fails for good
+    from ray.train import TrainingFailedError
+except ImportError:  # pragma: no cover - older Ray
+    TrainingFailedError = RuntimeError
 from raylung.storage import join, resolve_storage
 
 log = logging.getLogger(__name__)
@@ -74,26 +79,86 @@ def scaling_config(cfg: RaylungConfig):
     )
 
 
-def check_resources(cfg: RaylungConfig) -> None:
-    """Fail fast when no node could ever host a worker, instead of waiting forever."""
+def _fits(cfg: RaylungConfig, nodes: list[dict[str, float]]) -> bool:
+    """Whether the worker group could ever be placed on these nodes' total resources."""
+    need = scaling_config(cfg).resources_per_worker
+    per_node = [
+        min(int(res.get(key, 0) // amount) for key, amount in need.items() if amount > 0)
+        for res in nodes
+    ]
+    workers = cfg.resources.num_workers
+    strategy = cfg.resources.placement_strategy
+    if strategy == "STRICT_PACK":
+        return any(n >= workers for n in per_node)
+    if strategy == "STRICT_SPREAD":
+        return sum(1 for n in per_node if n >= 1) >= workers
+    return sum(per_node) >= workers
+
+
+def check_resources(cfg: RaylungConfig, wait_s: float = 0.0) -> None:
+    """Fail fast, or after a bounded wait, when the cluster cannot place the worker group.
+
+    On an autoscaling cluster the missing nodes may be on their way: raylung asks the
+    autoscaler for them, warns while it waits, and gives up after `wait_s` seconds with what
+    is missing, instead of hanging on a placement group that never comes.
+    """
+    import time
+
     import ray
 
-    scaling = scaling_config(cfg)
-    need = scaling.resources_per_worker
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if not any(all(res.get(k, 0) >= v for k, v in need.items()) for res in nodes):
-        have = ", ".join(
-            f"{{CPU: {r.get('CPU', 0):g}, GPU: {r.get('GPU', 0):g}}}" for r in nodes
+    need = scaling_config(cfg).resources_per_worker
+    deadline = time.monotonic() + wait_s
+    asked = False
+    while True:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        if _fits(cfg, nodes):
+            return
+        have = "; ".join(
+            f"CPU {r.get('CPU', 0):g} GPU {r.get('GPU', 0):g}" for r in nodes
         ) or "no live nodes"
-        raise ClusterError(
-            f"no node can host a training worker needing {need} (nodes: {have}). Lower "
-            "resources.cpus_per_worker / gpus_per_worker, set resources.use_gpu: false, or add "
-            "nodes with those resources."
+        wanted = (
+            f"{cfg.resources.num_workers} worker(s) x {need} "
+            f"({cfg.resources.placement_strategy})"
         )
+        if time.monotonic() >= deadline:
+            raise ClusterError(
+                f"the cluster cannot place {wanted}; nodes have: {have}. Lower "
+                "resources.cpus_per_worker / gpus_per_worker / num_workers, set "
+                "resources.use_gpu: false, or add nodes"
+                + (f" (waited {wait_s:.0f} s for the autoscaler)" if wait_s else "")
+            )
+        if not asked:
+            asked = True
+            try:
+                from ray.autoscaler.sdk import request_resources
+
+                request_resources(bundles=[dict(need)] * cfg.resources.num_workers)
+            except Exception:  # noqa: BLE001 - no autoscaler: waiting is all we can do
+                pass
+            log.warning("waiting up to %.0f s for the cluster to offer %s (nodes have: %s)",
+                        wait_s, wanted, have)
+        time.sleep(2.0)
 
 
-def _trainer(cfg: RaylungConfig, location: RunLocation, loop_config: dict[str, Any], callbacks: list):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+def failure_config(cfg: RaylungConfig, resource_wait_s: float):
+    """Retry budgets: `train.max_failures` for crashed workers; for a worker group that cannot
+    be placed again (a lost node), as many start-up timeouts as fit in `resource_wait_s`,
+    instead of Ray's default of retrying forever (a silent hang)."""
+    import math
+    import os
+
+    from ray.train import FailureConfig
+
+    start_timeout = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"))
+    limit = max(1, math.ceil(resource_wait_s / start_timeout))
+    return FailureConfig(max_failures=cfg.train.max_failures, controller_failure_limit=limit)
+
+
+def _trainer(
+    cfg: RaylungConfig, location: RunLocation, loop_config: dict[str, Any], callbacks: list,
+    resource_wait_s: float,
+):
+    from ray.train import CheckpointConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from raylung.train.loop import train_loop_per_worker
@@ -110,7 +175,7 @@ def _trainer(cfg: RaylungConfig, location: RunLocation, loop_config: dict[str, A
                 checkpoint_score_attribute=cfg.train.monitor,
                 checkpoint_score_order=cfg.train.monitor_mode,
             ),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            failure_config=failure_config(cfg, resource_wait_s),
             callbacks=callbacks,
         ),
     )
@@ -123,6 +188,8 @@ def fit(
     wandb_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
     callbacks: list | None = None,
+    resume_hint: str | None = None,
+    resource_wait_s: float = 0.0,
 ):  # -> ray.train.Result
     """Run (or resume) training; `cfg.data.splits_file` must already be fixed."""
     if not cfg.data.splits_file:
@@ -136,12 +203,27 @@ def fit(
 
         loop_config["progress"] = Queue(maxsize=1000, actor_options={"num_cpus": 0})
         display = ProgressDisplay(loop_config["progress"])
-    trainer = _trainer(cfg, location, loop_config, callbacks or [])
-    with display:
-        result = trainer.fit()
-    if progress:
-        loop_config["progress"].shutdown()
-    return result
+    trainer = _trainer(cfg, location, loop_config, callbacks or [], resource_wait_s)
+    try:
+        with display:
+            return trainer.fit()
+    except TrainingFailedError as exc:
+        raise _explain_failure(exc, location, resume_hint) from exc
+    finally:
+        if progress:
+            loop_config["progress"].shutdown()
+
+
+def _explain_failure(exc: Exception, location: RunLocation, resume_hint: str | None) -> Exception:
+    """Ray's failure, as one message saying what failed and how to continue."""
+    from raylung.errors import TrainingFailedError as RaylungTrainingFailed
+
+    cause = str(exc).strip().splitlines()
+    summary = next((line for line in reversed(cause) if line.strip()), type(exc).__name__)
+    message = f"training failed ({type(exc).__name__}: {summary[:400]}). Checkpoints are kept in {location.path}"
+    if resume_hint:
+        message += f"; once the cause is fixed, continue with `{resume_hint}`"
+    return RaylungTrainingFailed(message)
 
 
 def has_snapshot(location: RunLocation) -> bool:

@@ -193,9 +193,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         wandb_run = start_run(**loop_config["wandb"])
     reporter = StepReporter(loop_config.get("progress") if rank == 0 else None)
     mode = cfg.train.monitor_mode
+    nodes = count_nodes()
     if rank == 0:
-        log.info("training on %d worker(s), %s, %d train / %d validation images",
-                 world, precision.describe(), len(train_set), len(val_set))
+        log.info("training on %d worker(s) on %d node(s), %s, %d train / %d validation images",
+                 world, nodes, precision.describe(), len(train_set), len(val_set))
 
     while state.epoch < cfg.train.epochs and not state.stopped_early:
         epoch = state.epoch
@@ -216,6 +217,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             best_epoch=state.best_epoch or 0,
             stopped_early=int(state.stopped_early),
             world_size=world,
+            nodes=nodes,
         )
         metrics[f"best_{cfg.train.monitor}"] = state.best_metric
         state.history.append(dict(metrics))
@@ -234,6 +236,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         import wandb
 
         wandb.teardown()  # flush before Ray Train ends this worker process
+
+
+def count_nodes() -> int:
+    """Distinct Ray nodes hosting this worker group (every rank gets the same answer)."""
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 1
+    nodes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return len(set(nodes))
 
 
 def _mean_across_workers(mean_loss: float, count: int, device: torch.device) -> float:

@@ -85,12 +85,11 @@ def train(
         cfg = prepare_splits(cfg, str(directory))
         (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
     connect(target)
-    check_resources(cfg)
+    check_resources(cfg, target.wait_s)
     location = RunLocation(str(directory), RUN_NAME)
     wandb_kwargs = _wandb_kwargs(cfg, directory, directory.name, job_type)
-    result = fit(cfg, location, wandb_kwargs=wandb_kwargs, progress=progress)
-    if result.error is not None:
-        raise result.error
+    result = fit(cfg, location, wandb_kwargs=wandb_kwargs, progress=progress,
+                 resume_hint=f"raylung train --output {directory} --resume", resource_wait_s=target.wait_s)
     return _finish(cfg, directory, result, wandb_kwargs)
 
 
@@ -154,11 +153,10 @@ def retrain_best(
     # Same split as the search: the retrain is evaluated on the test split no trial has seen.
     (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
     connect(target)
-    check_resources(cfg)
+    check_resources(cfg, target.wait_s)
     wandb_kwargs = _wandb_kwargs(cfg, directory, f"{experiment.name}-retrain", "retrain")
-    result = fit(cfg, RunLocation(str(directory), RUN_NAME), wandb_kwargs=wandb_kwargs, progress=progress)
-    if result.error is not None:
-        raise result.error
+    result = fit(cfg, RunLocation(str(directory), RUN_NAME), wandb_kwargs=wandb_kwargs, progress=progress,
+                 resume_hint=f"raylung train --output {directory} --resume", resource_wait_s=target.wait_s)
     outcome = _finish(cfg, directory, result, wandb_kwargs, keep="last" if full else "best")
     if outcome.export is not None:
         from raylung.train.evaluate import evaluate

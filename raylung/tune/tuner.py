@@ -110,7 +110,7 @@ def check_driver_resource() -> None:
         )
 
 
-def _trainable(prepared: PreparedSearch):
+def _trainable(prepared: PreparedSearch, resource_wait_s: float = 0.0):
     from ray import tune
 
     bound = tune.with_parameters(
@@ -118,6 +118,7 @@ def _trainable(prepared: PreparedSearch):
         base=prepared.base,
         space=prepared.space,
         trials_storage=prepared.experiment.trials_storage,
+        resource_wait_s=resource_wait_s,
     )
     return tune.with_resources(bound, {"CPU": 0, TRIAL_DRIVER_RESOURCE: 1})
 
@@ -147,7 +148,7 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def build_tuner(prepared: PreparedSearch):
+def build_tuner(prepared: PreparedSearch, resource_wait_s: float = 0.0):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -175,7 +176,7 @@ def build_tuner(prepared: PreparedSearch):
         mode=base.search_mode,
     )
     return tune.Tuner(
-        _trainable(prepared),
+        _trainable(prepared, resource_wait_s),
         tune_config=tune.TuneConfig(
             metric=base.search_metric,
             mode=base.search_mode,
@@ -195,13 +196,13 @@ def build_tuner(prepared: PreparedSearch):
     )
 
 
-def run(prepared: PreparedSearch) -> Any:  # -> ray.tune.ResultGrid
+def run(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:  # -> ray.tune.ResultGrid
     check_driver_resource()
-    check_resources(prepared.base)
-    return build_tuner(prepared).fit()
+    check_resources(prepared.base, resource_wait_s)
+    return build_tuner(prepared, resource_wait_s).fit()
 
 
-def resume(prepared: PreparedSearch) -> Any:
+def resume(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:
     from ray import tune
 
     check_driver_resource()
@@ -211,7 +212,7 @@ def resume(prepared: PreparedSearch) -> Any:
         raise ConfigError(f"nothing to resume at {tune_dir}: the tune never started there")
     tuner = tune.Tuner.restore(
         tune_dir,
-        trainable=_trainable(prepared),
+        trainable=_trainable(prepared, resource_wait_s),
         resume_unfinished=True,
         resume_errored=True,
     )

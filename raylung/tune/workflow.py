@@ -43,7 +43,7 @@ def tune(loaded: LoadedConfig, target: RayTarget = RayTarget()) -> TuneOutcome:
     connect(target)
     prepared = tuner.prepare(loaded, experiment)
     log.info("experiment %s", experiment.path)
-    grid = tuner.run(prepared)
+    grid = tuner.run(prepared, target.wait_s)
     return finish(prepared, grid)
 
 
@@ -52,7 +52,7 @@ def resume(experiment_dir: str | Path, target: RayTarget = RayTarget()) -> TuneO
     experiment = Experiment.at(experiment_dir)
     prepared = tuner.reload(experiment)
     connect(target)
-    grid = tuner.resume(prepared)
+    grid = tuner.resume(prepared, target.wait_s)
     return finish(prepared, grid)
 
 

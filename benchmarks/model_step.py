@@ -1,0 +1,114 @@
+"""Train-step time of ResNet-ours(50) against the timm baselines of Table 3, side by side.
+
+One step is forward + backward + ``Adam.step`` on a batch of random images at the paper's input
+(batch 8, 3x240x320, one logit, ``BCEWithLogitsLoss``), on the CPU with all cores. Models are
+interleaved within each repeat (the machine is shared and noisy) and the order rotates between
+repeats; the table gives the median and fastest step, the median's ratio to resnet50 and
+images per second. ``--reference`` adds ResNet-ours(50) with raylung's eager-training kernels
+switched off (plain autograd, the same mathematics) as a before/after check.
+
+    python benchmarks/model_step.py                      # channels_last, 5 repeats
+    python benchmarks/model_step.py --no-channels-last --repeats 3 --models resnet50 resnet_ours50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import median_seconds, print_table, save_json  # noqa: E402
+
+from raylung.models import count_parameters, create_model  # noqa: E402
+from raylung.models.layers import eager_kernels  # noqa: E402
+
+DEFAULT_MODELS = ("resnet_ours50", "resnet50", "resnet50c", "resnet50d", "resnext50_32x4d")
+REFERENCE = "resnet_ours50 (plain autograd)"
+
+
+def make_step(
+    name: str, batch_size: int, height: int, width: int, channels_last: bool, kernels: bool
+) -> tuple[Callable[[], None], int]:
+    """A closure running one training step of `name`, and the model's parameter count."""
+    model = create_model(name).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)  # the paper's optimizer (Table 2)
+    loss_fn = nn.BCEWithLogitsLoss()
+    images = torch.randn(batch_size, 3, height, width)
+    labels = torch.randint(0, 2, (batch_size, 1)).float()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        with eager_kernels(kernels):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(images), labels).backward()
+            optimizer.step()
+
+    return step, count_parameters(model)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per model (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--reference", action="store_true", help=f"also time {REFERENCE!r}")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    entries: list[tuple[str, str, bool]] = [(name, name, True) for name in args.models]
+    if args.reference:
+        entries.append((REFERENCE, "resnet_ours50", False))
+
+    steps: dict[str, Callable[[], None]] = {}
+    params: dict[str, int] = {}
+    for label, name, kernels in entries:
+        steps[label], params[label] = make_step(
+            name, args.batch_size, args.height, args.width, args.channels_last, kernels
+        )
+        for _ in range(args.warmup):  # oneDNN primitive creation, allocator warm-up
+            steps[label]()
+
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    labels = list(steps)
+    for repeat in range(args.repeats):
+        shift = repeat % len(labels)
+        for label in labels[shift:] + labels[:shift]:  # rotate the order: no fixed neighbour
+            _, (seconds,) = median_seconds(steps[label], repeats=1, warmup=0)
+            times[label].append(seconds)
+
+    base = statistics.median(times["resnet50"]) if "resnet50" in times else None
+    rows = []
+    results = {}
+    for label in labels:
+        median = statistics.median(times[label])
+        ratio = median / base if base else float("nan")
+        rows.append([label, params[label] / 1e6, median, min(times[label]), ratio, args.batch_size / median])
+        results[label] = {"params": params[label], "median_s": median, "times_s": times[label], "ratio_to_resnet50": ratio}
+    layout = "channels_last" if args.channels_last else "NCHW"
+    title = (
+        f"train step (fwd+bwd+Adam), batch {args.batch_size}, 3x{args.height}x{args.width}, "
+        f"{layout}, {torch.get_num_threads()} threads, {args.repeats} repeats"
+    )
+    print_table(title, ["model", "params (M)", "median s", "min s", "x resnet50", "images/s"], rows)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    save_json("model_step", {"config": config, "results": results}, args.out)
+
+
+if __name__ == "__main__":
+    main()
