@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from raylung.errors import ConfigError
-from raylung.storage import is_uri, join
+from raylung.storage import download_files, is_uri, join, upload_dir
+
+# Driver-side files: small, written by the process that runs the tune or the training. On
+# URI storage they are written locally, then mirrored next to the trials' checkpoints.
+DRIVER_FILES = ("raylung.yaml", "space.json", "base_config.json", "config.json", "optuna.db",
+                "best.json", "results.json", "results.csv", "results.md")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,18 @@ class Experiment:
     @property
     def best_export(self) -> Path:
         return self.local / "best" / "export"
+
+    def sync_up(self) -> None:
+        """Mirror the local driver-side files (and best export, plots, W&B files) to URI storage,
+        so a driver on another machine can resume, report or retrain."""
+        if is_uri(self.storage):
+            upload_dir(self.local, self.path)
+
+    def sync_down(self) -> None:
+        """Fetch the driver-side files of an experiment on URI storage (not its checkpoints)."""
+        if is_uri(self.storage) and not any((self.local / name).exists() for name in DRIVER_FILES):
+            if not download_files(self.path, DRIVER_FILES, self.local):
+                raise ConfigError(f"no raylung experiment found at {self.path}")
 
     def read_best(self) -> dict[str, Any]:
         if not self.best_json.is_file():

@@ -45,3 +45,34 @@ def check_writable(location: str | Path) -> None:
         filesystem.delete_file(probe)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not writable"
         raise ConfigError(f"experiment storage {location} is not writable: {exc}") from None
+
+
+def upload_dir(local: Path, location: str) -> None:
+    """Copy a local directory's files to `location` (a URI); a no-op for local storage."""
+    if not is_uri(location) or not Path(local).is_dir():
+        return
+    from pyarrow import fs
+
+    filesystem, path = resolve_storage(location)
+    filesystem.create_dir(path, recursive=True)
+    fs.copy_files(str(Path(local).resolve()), path, source_filesystem=fs.LocalFileSystem(),
+                  destination_filesystem=filesystem)
+
+
+def download_files(location: str, names: tuple[str, ...], local: Path) -> list[str]:
+    """Copy the named files that exist under `location` (a URI) into `local`; returns them."""
+    if not is_uri(location):
+        return []
+    from pyarrow import fs
+
+    filesystem, path = resolve_storage(location)
+    Path(local).mkdir(parents=True, exist_ok=True)
+    fetched = []
+    for name in names:
+        source = f"{path.rstrip('/')}/{name}"
+        if filesystem.get_file_info(source).type != fs.FileType.File:
+            continue
+        with filesystem.open_input_stream(source) as stream:
+            (Path(local) / name).write_bytes(stream.read())
+        fetched.append(name)
+    return fetched

@@ -7,11 +7,14 @@ never copied into the repository. Tests that need them skip, with the reason, wh
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
-# Ray reads its auth mode when it is first imported: set it before anything imports ray.
-# Ray >= 2.59 starts clusters with token authentication; clients must be in token mode too.
+# The test cluster uses token authentication, as Ray >= 2.59 clusters do, with a token of the
+# session's own (a fresh CI machine has no ~/.ray/auth_token, and `ray start` won't make one).
+# Ray reads its auth mode when first imported, so this runs before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 import pytest  # noqa: E402
 

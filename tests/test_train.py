@@ -190,3 +190,21 @@ def test_lc25000_grouped_split_reaches_held_out_accuracy(ray_address, lc25000_ro
     report = evaluate(outcome.export, "test", out_dir=tmp_path / "test", n_boot=200, device="cpu")
     assert report.metrics["accuracy"] > 0.85, report.metrics
     assert np.isfinite(report.metrics["auroc"]) and report.metrics["auroc"] > 0.9
+
+
+def test_uri_storage_keeps_checkpoints_and_driver_files_there(ray_address, demo_root, tmp_path):
+    """Experiment storage given as a URI (file:// here; s3:// on a cluster goes the same way)."""
+    config = write_tiny_yaml(tmp_path / "tiny.yaml", demo_root, tmp_path, epochs=2)
+    store = tmp_path / "store"
+    env = dict(os.environ, HOME=str(tmp_path / "home"))
+    done = subprocess.run(
+        [sys.executable, "-m", "raylung", "train", str(config), "--set", f"experiment.storage=file://{store}",
+         "--set", "experiment.name=uri"], capture_output=True, text=True, env=env, timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (run,) = store.glob("uri-*")
+    assert (run / "config.json").is_file() and (run / "splits.csv").is_file()
+    assert (run / "export" / "model.safetensors").is_file()
+    assert list((run / "run").glob("checkpoint_*/model.safetensors"))
+    # The driver worked in a local mirror and pushed everything to the URI.
+    assert (tmp_path / "home" / ".raylung" / "experiments" / run.name / "config.json").is_file()

@@ -18,7 +18,12 @@ def report(
         typer.Option("--out", "-o", help="HTML file to write (default: EXPERIMENT_DIR/report.html)."),
     ] = None,
     n_boot: Annotated[
-        int, typer.Option("--n-boot", min=0, help="Bootstrap resamples for the 95% CIs (0: none).")
+        int,
+        typer.Option(
+            "--n-boot", min=0,
+            help="Bootstrap resamples for the 95% CIs when the report evaluates best/export itself "
+            "(a retrain's test evaluation is shown as it was made).",
+        ),
     ] = 1000,
     explain: Annotated[
         bool, typer.Option("--explain/--no-explain", help="Draw attention/Grad-CAM figures if none exist.")

@@ -90,6 +90,14 @@ def connect(target: RayTarget = RayTarget()) -> None:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterError(f"could not connect to Ray at {address}: {exc}") from None
+        except Exception as exc:
+            if type(exc).__name__ != "AuthenticationError":
+                raise
+            raise ClusterError(
+                f"the Ray cluster at {address} uses token authentication and no matching token "
+                "was found: copy the cluster's token to ~/.ray/auth_token (or set RAY_AUTH_TOKEN / "
+                "RAY_AUTH_TOKEN_PATH) and keep RAY_AUTH_MODE=token"
+            ) from None
         log.info("connected to Ray at %s", address)
         return
     ray.init(

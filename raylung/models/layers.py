@@ -266,15 +266,17 @@ class _FunnelMax(torch.autograd.Function):
     """``torch.maximum(x, funnel)`` written into `funnel`, with a two-pass backward.
 
     Autograd's generic backward of ``maximum`` takes ten passes over the tensor to split the
-    gradient in half at exact ties; this one routes it through a saved boolean mask, ties to
-    `x` (TensorFlow's convention for ``tf.maximum``, the paper's framework). Away from exact
-    ties (a measure-zero set of inputs) the gradients are identical. `funnel` is the output of
-    FReLU's batch norm, which saves its input, not its output, so overwriting it is safe.
+    gradient in half at exact ties; this one multiplies by a saved 0/1 mask ``x >= funnel``,
+    so at ties the gradient goes to `x` (TensorFlow's convention for ``tf.maximum``, the
+    paper's framework). Away from exact ties (a measure-zero set of inputs) the gradients are
+    identical. The mask is a float tensor because boolean ``where``/``masked_fill`` run about
+    five times slower on the CPU. `funnel` is the output of FReLU's batch norm, which saves its
+    input, not its output, so overwriting it is safe; the mask takes its place in memory.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, funnel: torch.Tensor) -> torch.Tensor:
-        mask = x >= funnel
+        mask = torch.ge(x, funnel, out=torch.empty_like(x))
         torch.maximum(x, funnel, out=funnel)
         ctx.mark_dirty(funnel)
         ctx.save_for_backward(mask)
@@ -283,7 +285,8 @@ class _FunnelMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         (mask,) = ctx.saved_tensors
-        return torch.where(mask, grad, 0.0), torch.where(mask, 0.0, grad)
+        grad_x = grad * mask
+        return grad_x, grad - grad_x
 
 
 def _pixel_rows(t: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ INDEX_FILE = "explanations.json"  # as raylung.explain.INDEX_FILE, which may be 
 
 
 @dataclass(frozen=True)
-class TestResult:
+class ModelEvaluation:
     """The test evaluation (`evaluate`'s metrics.json) of the model the report stands for."""
 
     source: str  # which model, in words
@@ -72,11 +72,11 @@ def _fresh(metrics: Path, since: Path, n_boot: int) -> bool:
     return document.get("confidence", {}).get("n_boot") == n_boot
 
 
-def test_result(experiment: Experiment, retrain: Path | None, *, n_boot: int = 1000) -> TestResult:
+def evaluate_best(experiment: Experiment, retrain: Path | None, *, n_boot: int = 1000) -> ModelEvaluation:
     """The retrain's test evaluation if there is one, else an evaluation of best/export."""
     if retrain is not None:
         directory = retrain / "test"
-        return TestResult(
+        return ModelEvaluation(
             source=f"{retrain.name}: the best configuration retrained (raylung train --best), test split",
             model_path=retrain / "export",
             directory=directory,
@@ -85,7 +85,7 @@ def test_result(experiment: Experiment, retrain: Path | None, *, n_boot: int = 1
     export = experiment.best_export
     source = "best/export: the best trial's best epoch, evaluated on the test split by this report"
     if not export.is_dir():
-        return TestResult(source=source, note="no best model: best/export is missing (no trial finished?)")
+        return ModelEvaluation(source=source, note="no best model: best/export is missing")
     directory = experiment.local / REPORT_DIR / "test"
     if not _fresh(directory / METRICS_FILE, experiment.best_json, n_boot):
         from raylung.train.evaluate import evaluate
@@ -94,9 +94,9 @@ def test_result(experiment: Experiment, retrain: Path | None, *, n_boot: int = 1
             evaluate(export, "test", splits_file=_splits_file(experiment), out_dir=directory, n_boot=n_boot)
         except RaylungError as exc:
             log.warning("test evaluation failed: %s", exc)
-            return TestResult(source=source, model_path=export, note=f"test evaluation failed: {exc}")
+            return ModelEvaluation(source=source, model_path=export, note=f"test evaluation failed: {exc}")
     document = json.loads((directory / METRICS_FILE).read_text())
-    return TestResult(source=source, model_path=export, directory=directory, document=document)
+    return ModelEvaluation(source=source, model_path=export, directory=directory, document=document)
 
 
 def _caption(name: str, entry: dict[str, Any]) -> str:
@@ -133,12 +133,14 @@ def _explain_dirs(experiment: Experiment) -> list[Path]:
     return [d for d in dirs if d.is_dir() and any(d.glob("*.png"))]
 
 
-def explanations(experiment: Experiment, test: TestResult, *, generate: bool = True) -> Explanations:
+def explanations(
+    experiment: Experiment, evaluation: ModelEvaluation, *, generate: bool = True
+) -> Explanations:
     """Explanation PNGs already in the experiment, else new ones for the reported model."""
     dirs = _explain_dirs(experiment)
     notes: list[str] = []
     if not dirs:
-        notes = _generate(experiment, test) if generate else ["not generated (--no-explain)"]
+        notes = _generate(experiment, evaluation) if generate else ["not generated (--no-explain)"]
         dirs = _explain_dirs(experiment)
     figures = []
     for folder in dirs:
@@ -151,9 +153,9 @@ def explanations(experiment: Experiment, test: TestResult, *, generate: bool = T
     return Explanations(figures=figures, notes=notes)
 
 
-def _generate(experiment: Experiment, test: TestResult) -> list[str]:
+def _generate(experiment: Experiment, evaluation: ModelEvaluation) -> list[str]:
     """Draw figures for the reported model into report/explain; returns notes on what failed."""
-    if test.model_path is None or not test.model_path.is_dir():
+    if evaluation.model_path is None or not evaluation.model_path.is_dir():
         return ["no model to explain"]
     splits = _splits_file(experiment)
     if splits is None:
@@ -164,7 +166,9 @@ def _generate(experiment: Experiment, test: TestResult) -> list[str]:
         return [f"raylung.explain is not available in this installation ({exc}); no figures generated"]
     out_dir = experiment.local / REPORT_DIR / "explain"
     try:
-        paths = explain_test_sample(test.model_path, splits, out_dir, per_group=EXPLAIN_PER_GROUP, seed=0)
+        paths = explain_test_sample(
+            evaluation.model_path, splits, out_dir, per_group=EXPLAIN_PER_GROUP, seed=0
+        )
     except RaylungError as exc:  # e.g. the test images moved: the page says so
         log.warning("explanation figures failed: %s", exc)
         return [f"explanation figures failed: {exc}"]

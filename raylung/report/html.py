@@ -229,11 +229,11 @@ def _importance(data: ReportData, figures: Figures) -> str:
 
 
 def _test_metrics(data: ReportData) -> str:
-    test = data.test
-    parts = [note(f"model: {test.source}")]
-    if test.note:
-        parts.append(note(test.note))
-    doc = test.document
+    evaluation = data.evaluation
+    parts = [note(f"model: {evaluation.source}")]
+    if evaluation.note:
+        parts.append(note(evaluation.note))
+    doc = evaluation.document
     if doc:
         parts.append(note(
             f"{doc.get('n')} test images in {doc.get('n_groups')} groups, threshold {doc.get('threshold')}, "
@@ -252,24 +252,24 @@ def _test_metrics(data: ReportData) -> str:
 
 
 def _confusion(data: ReportData) -> str:
-    test = data.test
-    matrix = test.document.get("confusion_matrix")
+    evaluation = data.evaluation
+    matrix = evaluation.document.get("confusion_matrix")
     parts = []
     if matrix:
         rows = [[td("non_cancer"), td(matrix["tn"], numeric=True), td(matrix["fp"], numeric=True)],
                 [td("cancer"), td(matrix["fn"], numeric=True), td(matrix["tp"], numeric=True)]]  # fmt: skip
         parts.append(table(["true \\ predicted", "non_cancer", "cancer"], rows))
-    parts.append(image(test.image("confusion_matrix.png"), "confusion matrix"))
+    parts.append(image(evaluation.image("confusion_matrix.png"), "confusion matrix"))
     return section("confusion-matrix", '<div class="pair">' + "".join(parts) + "</div>")
 
 
 def _roc(data: ReportData) -> str:
-    return section("roc", image(data.test.image("roc.png"), "ROC curve"))
+    return section("roc", image(data.evaluation.image("roc.png"), "ROC curve"))
 
 
 def _per_subclass(data: ReportData) -> str:
-    subclasses = data.test.document.get("per_subclass") or {}
-    if not data.test.document:
+    subclasses = data.evaluation.document.get("per_subclass") or {}
+    if not data.evaluation.document:
         return section("per-subclass", note("no test evaluation (see above)"))
     if not subclasses:
         return section("per-subclass", note("no per-subclass results (the split names no subclasses)"))

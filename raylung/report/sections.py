@@ -21,7 +21,7 @@ from raylung.config import RaylungConfig
 from raylung.config.search_space import Distribution
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
-from raylung.report.best_model import Explanations, TestResult, explanations, test_result
+from raylung.report.best_model import Explanations, ModelEvaluation, evaluate_best, explanations
 from raylung.report.importance import Importance, param_importance
 from raylung.tune.results import TrialSummary
 
@@ -59,7 +59,7 @@ class ReportData:
     space: list[SpaceRow]
     trials: list[TrialSummary]
     importance: Importance
-    test: TestResult
+    evaluation: ModelEvaluation
     explanations: Explanations
     retrain_curves: Path | None = None  # learning curves of the retrain the test metrics come from
 
@@ -147,8 +147,8 @@ def gather(experiment: Experiment, *, n_boot: int = 1000, explain: bool = True) 
     base = load_base(experiment)
     header = load_header(experiment, base)
     retrain = latest_retrain(experiment)
-    test = test_result(experiment, retrain, n_boot=n_boot)
-    header = replace(header, synthetic=header.synthetic or test.synthetic)
+    evaluation = evaluate_best(experiment, retrain, n_boot=n_boot)
+    header = replace(header, synthetic=header.synthetic or evaluation.synthetic)
     curves = retrain / "plots" / "learning_curves.png" if retrain is not None else None
     return ReportData(
         experiment=experiment,
@@ -156,7 +156,7 @@ def gather(experiment: Experiment, *, n_boot: int = 1000, explain: bool = True) 
         space=load_space(experiment),
         trials=load_trials(experiment),
         importance=param_importance(experiment),
-        test=test,
-        explanations=explanations(experiment, test, generate=explain),
+        evaluation=evaluation,
+        explanations=explanations(experiment, evaluation, generate=explain),
         retrain_curves=curves if curves is not None and curves.is_file() else None,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class TrainOutcome:
     history: list[dict[str, Any]]
     wandb_dirs: list[Path]
     evaluation: Any = None
+    explanations: list[Path] = field(default_factory=list)
 
 
 def _wandb_kwargs(cfg: RaylungConfig, directory: Path, name: str, job_type: str) -> dict[str, Any] | None:
@@ -60,37 +61,52 @@ def train(
     progress: bool = True,
     job_type: str = "train",
 ) -> TrainOutcome:
-    """Run one training (or resume it from `output`), then export its best epoch."""
+    """Run one training (or resume it from `output`), then export its best epoch.
+
+    The run's directory is an experiment (a local path or a URI): Ray Train writes its
+    checkpoints there, and the driver's files (config, export, plots) are mirrored to it."""
     if resume:
         if output is None:
             raise ConfigError("--resume needs --output DIR, the run directory to continue")
-        directory = Path(output).expanduser().resolve()
-        saved = directory / CONFIG_FILE
+        experiment = Experiment.at(output)
+        experiment.sync_down()
+        saved = experiment.local / CONFIG_FILE
         if not saved.is_file():
-            raise ConfigError(f"cannot resume: {saved} not found (is {directory} a raylung run?)")
+            raise ConfigError(f"cannot resume: {saved} not found (is {output} a raylung run?)")
         cfg = RaylungConfig.model_validate_json(saved.read_text())
     else:
         resolve_mode(cfg.wandb)
         if output is None:
             check_writable(cfg.experiment.storage)
-            directory = Path(Experiment.new(cfg.experiment.storage, cfg.experiment.name).path)
+            experiment = Experiment.new(cfg.experiment.storage, cfg.experiment.name)
         else:
-            directory = Path(output).expanduser().resolve()
-        location = RunLocation(str(directory), RUN_NAME)
-        if has_snapshot(location):
+            experiment = Experiment.at(output)
+        if has_snapshot(RunLocation(experiment.path, RUN_NAME)):
             raise ConfigError(
-                f"{directory} already holds a run; continue it with --resume, or choose another --output"
+                f"{output or experiment.path} already holds a run; continue it with --resume, "
+                "or choose another --output"
             )
-        directory.mkdir(parents=True, exist_ok=True)
-        cfg = prepare_splits(cfg, str(directory))
-        (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
+        experiment.local.mkdir(parents=True, exist_ok=True)
+        cfg = prepare_splits(cfg, experiment.path)
+        (experiment.local / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
+        experiment.sync_up()
+    return _run(cfg, target, experiment, RunLocation(experiment.path, RUN_NAME), experiment.local,
+                progress=progress, job_type=job_type, resume_hint=f"raylung train --output {experiment.path} --resume")
+
+
+def _run(
+    cfg: RaylungConfig, target: RayTarget, experiment: Experiment, location: RunLocation, directory: Path,
+    *, progress: bool, job_type: str, resume_hint: str, keep: str = "best",
+) -> TrainOutcome:
+    """Fit on the cluster, finish locally in `directory`, mirror to the experiment's storage."""
     connect(target)
     check_resources(cfg, target.wait_s)
-    location = RunLocation(str(directory), RUN_NAME)
     wandb_kwargs = _wandb_kwargs(cfg, directory, directory.name, job_type)
     result = fit(cfg, location, wandb_kwargs=wandb_kwargs, progress=progress,
-                 resume_hint=f"raylung train --output {directory} --resume", resource_wait_s=target.wait_s)
-    return _finish(cfg, directory, result, wandb_kwargs)
+                 resume_hint=resume_hint, resource_wait_s=target.wait_s)
+    outcome = _finish(cfg, directory, result, wandb_kwargs, keep=keep)
+    experiment.sync_up()
+    return outcome
 
 
 def _finish(
@@ -148,21 +164,25 @@ def retrain_best(
     if full:
         cfg = _train_on_train_and_validation(cfg, best, experiment)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    directory = experiment.local / f"retrain-{stamp}"
+    name = f"retrain-{stamp}"
+    directory = experiment.local / name
     directory.mkdir(parents=True)
     # Same split as the search: the retrain is evaluated on the test split no trial has seen.
     (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
-    connect(target)
-    check_resources(cfg, target.wait_s)
-    wandb_kwargs = _wandb_kwargs(cfg, directory, f"{experiment.name}-retrain", "retrain")
-    result = fit(cfg, RunLocation(str(directory), RUN_NAME), wandb_kwargs=wandb_kwargs, progress=progress,
-                 resume_hint=f"raylung train --output {directory} --resume", resource_wait_s=target.wait_s)
-    outcome = _finish(cfg, directory, result, wandb_kwargs, keep="last" if full else "best")
+    location = RunLocation(experiment.file(name), RUN_NAME)
+    outcome = _run(cfg, target, experiment, location, directory, progress=progress, job_type="retrain",
+                   resume_hint=f"raylung train --output {experiment.file(name)} --resume",
+                   keep="last" if full else "best")
     if outcome.export is not None:
+        from raylung.explain import explain_test_sample
         from raylung.train.evaluate import evaluate
 
         outcome.evaluation = evaluate(outcome.export, "test", out_dir=directory / "test")
-        _log_test_metrics(wandb_kwargs, outcome)
+        outcome.explanations = list(
+            explain_test_sample(outcome.export, cfg.data.splits_file, directory / "explain")
+        )
+        _log_retrain_results(_wandb_kwargs(cfg, directory, directory.name, "retrain"), outcome)
+        experiment.sync_up()
     return outcome
 
 
@@ -177,19 +197,27 @@ def _train_on_train_and_validation(cfg: RaylungConfig, best: dict, experiment: E
     splits = SplitSet.load(cfg.data.splits_file)
     merged = SplitSet({"train": splits["train"] + splits["validation"], "validation": splits["validation"],
                        "test": splits["test"]})
-    path = join(str(experiment.local), "splits_full.csv")
+    path = experiment.file("splits_full.csv")
     merged.save(path)
     data = cfg.data.model_copy(update={"splits_file": path})
     train = cfg.train.model_copy(update={"epochs": int(best.get("epoch") or cfg.train.epochs), "patience": None})
     return cfg.model_copy(update={"data": data, "train": train})
 
 
-def _log_test_metrics(wandb_kwargs: dict | None, outcome: TrainOutcome) -> None:
+def _log_retrain_results(wandb_kwargs: dict | None, outcome: TrainOutcome) -> None:
+    """Add the test metrics, plots and explanation figures to the retrain's W&B run."""
     if not wandb_kwargs or outcome.evaluation is None:
         return
+    import wandb
+
     from raylung.tracking import start_run
 
     run = start_run(**wandb_kwargs)
-    if run is not None:
-        run.summary.update({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
-        run.finish()
+    if run is None:
+        return
+    run.summary.update({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
+    images = {name: outcome.evaluation.files[name] for name in ("confusion_matrix", "roc")
+              if name in outcome.evaluation.files}
+    images.update({f"explain/{p.stem}": p for p in outcome.explanations})
+    run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+    run.finish()

@@ -58,6 +58,7 @@ def prepare(loaded: LoadedConfig, experiment: Experiment) -> PreparedSearch:
     (experiment.local / SPACE_FILE).write_text(yaml.safe_dump(loaded.source.data, sort_keys=False))
     (experiment.local / BASE_FILE).write_text(base.model_dump_json(indent=1))
     (experiment.local / "space.json").write_text(json.dumps(loaded.space.to_json(), indent=1))
+    experiment.sync_up()
     return PreparedSearch(experiment, base, loaded.space)
 
 
@@ -78,6 +79,7 @@ def check_grid(loaded: LoadedConfig) -> None:
 
 def reload(experiment: Experiment) -> PreparedSearch:
     """The prepared search of an existing experiment, for resume and reporting."""
+    experiment.sync_down()
     base_file = experiment.local / BASE_FILE
     if not base_file.is_file():
         raise ConfigError(f"{experiment.local} is not a raylung tune experiment (no {BASE_FILE})")

@@ -69,4 +69,5 @@ def finish(prepared: tuner.PreparedSearch, grid: Any) -> TuneOutcome:
     wandb_mode = resolve_mode(base.wandb)
     log_wandb_summary(experiment, base, space, trials, best, plots, wandb_mode)
     wandb_dirs = offline_run_dirs(experiment.wandb_dir) if wandb_mode == "offline" else []
+    experiment.sync_up()
     return TuneOutcome(experiment, trials, best, wandb_dirs)
