@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "raylung.cli.predict_cmd",
     "raylung.cli.export_cmd",
     "raylung.cli.explain_cmd",
+    "raylung.cli.benchmark_cmd",
 )
 
 app = typer.Typer(

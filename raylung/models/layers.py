@@ -294,6 +294,18 @@ def _pixel_rows(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).transpose(1, 2)
 
 
+def _batched_mv(mat: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """``mat[i] @ vec[i]`` for each i: (B, M, N) x (B, N) -> (B, M).
+
+    A loop of ``torch.mv`` (BLAS gemv, either operand order): on the CPU it is several times
+    faster than ``torch.bmm`` with a one-column right operand, which BLAS treats as a GEMM.
+    """
+    out = vec.new_empty(mat.shape[0], mat.shape[1])
+    for i in range(mat.shape[0]):
+        torch.mv(mat[i], vec[i], out=out[i])
+    return out
+
+
 class _ChannelSpatialAttention(torch.autograd.Function):
     """ECA then spatial attention: ``out = x1 * s`` with ``x1 = x * a``, as one function.
 
@@ -333,14 +345,13 @@ class _ChannelSpatialAttention(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, mean, a, s, eca_weight, sa_weight = ctx.saved_tensors
         b, c, h, w = x.shape
-        s_col = s.reshape(b, h * w, 1)
-        a_col = a.unsqueeze(2)
+        s_flat = s.reshape(b, h * w)
 
         buf = grad * x  # P; the buffer later becomes dx
         rows = _pixel_rows(buf)
-        grad_logit = torch.ops.aten.sigmoid_backward(torch.bmm(rows, a_col), s_col)  # (B, HW, 1)
-        p_t_s = torch.bmm(rows.transpose(1, 2), s_col).squeeze(2)  # (B, C)
-        x_t_dlogit = torch.bmm(_pixel_rows(x).transpose(1, 2), grad_logit).squeeze(2)  # (B, C)
+        grad_logit = torch.ops.aten.sigmoid_backward(_batched_mv(rows, a), s_flat)  # (B, HW)
+        p_t_s = _batched_mv(rows.transpose(1, 2), s_flat)  # (B, C)
+        x_t_dlogit = _batched_mv(_pixel_rows(x).transpose(1, 2), grad_logit)  # (B, C)
         w_row = sa_weight.view(1, c)
         grad_sa_weight = (x_t_dlogit * a).sum(0).view_as(sa_weight)
         grad_sa_bias = grad_logit.sum().view(1) if ctx.has_bias else None

@@ -142,11 +142,11 @@ def _header(data: ReportData) -> str:
         if h.synthetic
         else ""
     )
-    best = h.best
-    best_text = (
-        f"trial {best['trial_id']}: {h.metric} = {fmt(best.get('value'), 4)} at epoch {best.get('epoch')}"
-        if best else "none (no trial reported a result)"
-    )  # fmt: skip
+    best_text = "none (no trial reported a result)"
+    if h.best:
+        value = h.best.get("value")
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+        best_text = f"trial {h.best['trial_id']}: {h.metric} = {shown} at epoch {h.best.get('epoch')}"
     facts = [
         ("experiment", esc(h.name)),
         ("directory", esc(data.experiment.local)),

@@ -98,10 +98,12 @@ def bootstrap_intervals(
 
     With `groups` (patient, slide or original tile), whole groups are resampled: images of one
     group are correlated, and resampling them one by one gives intervals that are too narrow.
+    `probs` may be (k, n): k models (e.g. seeds) scored on the same n images; each resample
+    then scores every model on the same images and averages, the interval of the mean.
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    probs = np.asarray(probs)
+    probs = np.atleast_2d(np.asarray(probs))
     if groups is None:
         groups = np.arange(labels.size)
     unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
@@ -110,8 +112,9 @@ def bootstrap_intervals(
     for _ in range(n_boot):
         picked = rng.integers(0, unique.size, unique.size)
         index = np.concatenate([members[g] for g in picked])
-        for name, value in binary_metrics(labels[index], probs[index], threshold).items():
-            samples[name].append(value)
+        per_model = [binary_metrics(labels[index], row[index], threshold) for row in probs]
+        for name in METRIC_NAMES:
+            samples[name].append(float(np.mean([m[name] for m in per_model])))
     alpha = (1 - level) / 2
     intervals = {}
     for name, values in samples.items():
