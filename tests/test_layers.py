@@ -13,6 +13,8 @@ from raylung.models.layers import (
     FReLU,
     SpatialAttention,
     Stem,
+    channel_spatial_attention,
+    eager_kernels,
     eca_kernel_size,
     make_divisible,
     same_padding,
@@ -154,3 +156,41 @@ def test_stem_shapes(hw: tuple[int, int], mid: tuple[int, int], out: tuple[int, 
 
 def test_make_divisible() -> None:
     assert [make_divisible(v) for v in (8, 16, 64 * 0.25, 32 * 0.25, 9.6, 100)] == [8, 16, 16, 8, 16, 104]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_attention_matches_modules(channels_last: bool) -> None:
+    channel, spatial = EcaModule(24, 5).double(), SpatialAttention(24).double()
+    with torch.no_grad():
+        channel.conv.weight.normal_()
+        spatial.conv.weight.normal_(0.0, 0.3)
+    x = torch.randn(3, 24, 7, 9, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    params = [x, channel.conv.weight, spatial.conv.weight, spatial.conv.bias]
+    maps: list[torch.Tensor] = []
+    spatial.gate.register_forward_hook(lambda _m, _i, out: maps.append(out))
+
+    out = channel_spatial_attention(x, channel, spatial)
+    assert "ChannelSpatialAttention" in type(out.grad_fn).__name__
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    want = spatial(channel(x))
+    assert_close(out, want, rtol=0, atol=0)  # the same forward arithmetic
+    assert len(maps) == 2 and maps[0].shape == (3, 1, 7, 9)
+    grad = torch.randn_like(want)
+    for got, ref in zip(
+        torch.autograd.grad(out, params, grad), torch.autograd.grad(want, params, grad), strict=True
+    ):
+        assert_close(got, ref)
+    assert torch.autograd.gradcheck(lambda *p: channel_spatial_attention(p[0], channel, spatial), params)
+
+
+def test_eager_kernels_switch() -> None:
+    act = FReLU(4)
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    with eager_kernels(False):
+        assert type(act(x).grad_fn).__name__ == "MaximumBackward0"
+    assert "FunnelMax" in type(act(x).grad_fn).__name__
+    with torch.no_grad():
+        assert act(x).grad_fn is None

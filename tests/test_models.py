@@ -22,6 +22,7 @@ from raylung.models import (
     gradcam_target_layer,
     list_models,
 )
+from raylung.models.layers import eager_kernels
 from raylung.models.resnet_ours import DownsampleAvg, PreActBottleneck
 
 OURS = ["resnet_ours26", "resnet_ours50", "resnet_ours_tiny"]
@@ -323,3 +324,24 @@ def test_build_model_baseline_defaults() -> None:
 def test_config_rejects_unknown_model() -> None:
     with pytest.raises(ValueError, match="unknown model"):
         ModelConfig(name="resnet_theirs")
+
+
+def test_eager_kernels_give_plain_autograd_gradients() -> None:
+    model = create_model("resnet_ours_tiny").double().train()
+    x = torch.randn(2, 3, 48, 64, dtype=torch.float64)
+    target = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+
+    def grads(fused: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        with eager_kernels(fused):
+            logits = model(x)
+            nn.functional.binary_cross_entropy_with_logits(logits, target).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    logits_fused, fused = grads(True)
+    model.load_state_dict(state)  # the same BN running statistics for the second pass
+    logits_plain, plain = grads(False)
+    assert_close(logits_fused, logits_plain, rtol=0, atol=0)
+    for got, want in zip(fused, plain, strict=True):
+        assert_close(got, want, rtol=1e-9, atol=1e-12)
