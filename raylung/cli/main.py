@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "raylung.cli.export_cmd",
     "raylung.cli.explain_cmd",
     "raylung.cli.benchmark_cmd",
+    "raylung.cli.report_cmd",
 )
 
 app = typer.Typer(

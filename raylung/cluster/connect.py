@@ -82,12 +82,17 @@ def connect(target: RayTarget = RayTarget()) -> None:
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": {k: os.environ[k] for k in TRAIN_ENV}}
+    env_vars = {k: os.environ[k] for k in TRAIN_ENV}
     address = target.address or os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
+        if address != "auto":
+            # Ray Train's placement-group cleaner looks its cluster up with "auto", which fails
+            # when several Ray clusters run on one machine; then a stopped trial's resources are
+            # never released. Telling every process of the job its cluster's address avoids it.
+            env_vars["RAY_ADDRESS"] = address
         try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+            ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterError(f"could not connect to Ray at {address}: {exc}") from None
         except Exception as exc:
@@ -100,11 +105,13 @@ def connect(target: RayTarget = RayTarget()) -> None:
             ) from None
         log.info("connected to Ray at %s", address)
         return
+    # "local": always a new instance of our own, never whatever cluster happens to run here.
     ray.init(
+        address="local",
         num_cpus=target.num_cpus,
         num_gpus=target.num_gpus,
         resources={TRIAL_DRIVER_RESOURCE: target.trial_driver_slots},
-        runtime_env=runtime_env,
+        runtime_env={"env_vars": env_vars},
         include_dashboard=True,
         log_to_driver=True,
     )

@@ -112,6 +112,8 @@ def check_resources(cfg: RaylungConfig, wait_s: float = 0.0) -> None:
     while True:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         if _fits(cfg, nodes):
+            if asked:  # the nodes are up: withdraw the request, or it pins them forever
+                _request_resources([])
             return
         have = "; ".join(
             f"CPU {r.get('CPU', 0):g} GPU {r.get('GPU', 0):g}" for r in nodes
@@ -129,12 +131,7 @@ def check_resources(cfg: RaylungConfig, wait_s: float = 0.0) -> None:
             )
         if not asked:
             asked = True
-            try:
-                from ray.autoscaler.sdk import request_resources
-
-                request_resources(bundles=[dict(need)] * cfg.resources.num_workers)
-            except Exception:  # noqa: BLE001 - no autoscaler: waiting is all we can do
-                pass
+            _request_resources([dict(need)] * cfg.resources.num_workers)
             log.warning("waiting up to %.0f s for the cluster to offer %s (nodes have: %s)",
                         wait_s, wanted, have)
         time.sleep(2.0)
@@ -152,6 +149,16 @@ def failure_config(cfg: RaylungConfig, resource_wait_s: float):
     start_timeout = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"))
     limit = max(1, math.ceil(resource_wait_s / start_timeout))
     return FailureConfig(max_failures=cfg.train.max_failures, controller_failure_limit=limit)
+
+
+def _request_resources(bundles: list[dict[str, float]]) -> None:
+    """Ask the autoscaler for nodes (an empty list withdraws the request)."""
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=bundles)
+    except Exception:  # noqa: BLE001 - no autoscaler: waiting is all we can do
+        pass
 
 
 def _trainer(

@@ -8,6 +8,7 @@ evaluate or share the run.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ def _wandb_kwargs(cfg: RaylungConfig, directory: Path, name: str, job_type: str)
         return None
     return init_kwargs(
         cfg.wandb, mode, directory / "wandb", group=cfg.wandb.group or cfg.experiment.name,
-        name=name, run_id=f"{name}-{abs(hash(str(directory))) % 10**8:08d}",
+        # Stable across processes, so a resumed run continues the same W&B run.
+        name=name, run_id=f"{name}-{hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
         config=cfg.model_dump(mode="json"), job_type=job_type,
     )
 
