@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 # The test cluster uses token authentication, as Ray >= 2.59 clusters do, with a token of the
@@ -79,7 +80,9 @@ class RayTestCluster:
     def _ray(self, *args: str) -> str:
         import subprocess
 
-        done = subprocess.run(["ray", *args], env=self.env, capture_output=True, text=True, timeout=180)
+        # The `ray` of this interpreter's environment: the venv need not be on PATH.
+        ray_cli = str(Path(sys.executable).with_name("ray"))
+        done = subprocess.run([ray_cli, *args], env=self.env, capture_output=True, text=True, timeout=180)
         if done.returncode:
             raise RuntimeError(f"ray {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
