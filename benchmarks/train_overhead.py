@@ -4,28 +4,34 @@
 and a checkpoint every epoch -- once in a plain PyTorch loop built from raylung's parts
 (``LungDataset``, ``build_model``, ``make_optimizer``, ``predict_split``, ``save_checkpoint``;
 no Ray running) and once through ``raylung.train.launcher.fit`` (a ``TorchTrainer`` with one
-worker), both with one torch thread (see Plan) and both timed from the call to the end, set-up included.
-Ray's overhead is the difference as a fraction of the Ray run's wall time. A timeline says
-where it goes: Ray Train callbacks (controller, worker group, train context, reports) and
-timers wrapped around the loop's own phases inside the worker record when each began and
-ended, so start-up (controller and worker actors, process group), ``ray.train.report``
-(checkpoint sync, upload, hand-over to the controller) and teardown are measured, not guessed.
-``ray.init`` is timed on its own: a ``raylung train`` call pays it once per run.
+worker), one torch thread each (see ``Plan``), both timed from the call to the end, set-up
+included. Ray's overhead is measured three ways: the wall-time difference over the Ray run's
+wall time; the Ray-only phases of a timeline over the Ray run's wall time; and the CPU-seconds
+difference (every process of the run, Ray's daemons included) over the Ray run's CPU-seconds.
+On a shared machine the first swings with other users' load (the two runs' compute differs
+by tens of %), the other two hardly do. The timeline comes from Ray Train callbacks
+(controller, worker group, train context, reports) and from timers wrapped around the loop's
+phases inside the worker, so start-up (controller and worker actors, process group),
+``ray.train.report`` (checkpoint sync, upload, hand-over) and teardown are measured, not
+guessed. ``ray.init`` is timed on its own: a ``raylung train`` call pays it once per run.
 
-(b) Scaling. ``fit`` with 1 and with 2 workers, one CPU and one torch thread each, same global
-batch (so each of 2 workers takes half): training images/s over the epochs after the first
-(epoch time only, as raylung reports it) and the scaling efficiency. A step-level split
-without Ray (gloo processes, DDP) says where a step's time goes -- data, forward, backward,
-exposed allreduce, optimizer -- and the same two processes without gradient sync give this
-machine's own two-core ceiling, so the DDP cost is told apart from the machine.
+(b) Scaling. ``fit`` with 1, 2, then 1 worker again (the mean of the 1-worker runs is the
+base, so a drift in the machine's load cancels), one CPU and one torch thread each, same
+global batch (each of 2 workers takes half): training images/s over the epochs after the
+first (epoch time only, as raylung reports it) and the scaling efficiency. A step split
+without Ray says why: two gloo processes take turns step by step between one process alone
+(global and half batch), DDP with gradient sync and DDP under ``no_sync()``, timing data,
+forward, backward (with the exposed allreduce), optimizer. Its factors multiply to the DDP
+speed-up: batch effect (half vs global batch) x machine ceiling (two free-running processes
+vs twice one: what this machine gives a second process now) x sync cost (DDP vs free-running) x 2.
 
 Model: ``resnet_ours_tiny`` (0.53M parameters, 2 MB of fp32 gradients) at 160x120 images,
-global batch 16. One step at batch 8 is ~0.13 s of one core, one gloo allreduce of 2 MB a few
-ms: compute dominates. At 64x48 (the smoke size) a step is ~4x shorter while the allreduce
-and per-step Python costs stay, so scaling there measures the framework, not the model.
+global batch 16. One step at batch 8 is ~0.13 s of one idle core, one gloo allreduce of 2 MB a
+few ms: compute dominates. At 64x48 (the smoke size) a step is ~4x shorter while the
+allreduce and per-step Python costs stay, so scaling there measures the framework.
 
-    python benchmarks/train_overhead.py            # 20-epoch runs, about 10 minutes in all
-    python benchmarks/train_overhead.py --quick    # about 2 minutes
+    python benchmarks/train_overhead.py            # 20-epoch runs: ~10 min idle, ~20 min busy
+    python benchmarks/train_overhead.py --quick    # ~2-4 minutes
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import print_table, save_json  # noqa: E402
+
+os.environ.setdefault("COLUMNS", "160")  # rich tables are not cut to 80 columns in a pipe
 
 TIMELINE_ENV = "RAYLUNG_BENCH_TIMELINE"  # where the Timeline callback appends its events
 OVERHEAD_TARGET = 0.10
@@ -103,12 +111,20 @@ def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def instrument_loop(mark: Callable[[str, str], None]) -> None:
+# raylung.train.loop's names wrapped by instrument_loop -> the event each call records.
+# quiet_ray_train_reports is the first call of train_loop_per_worker: its start is the
+# training function's start.
+LOOP_PHASES = {"quiet_ray_train_reports": "train_fn_start", "train_one_epoch": "train_epoch",
+               "predict_split": "validate", "save_checkpoint": "checkpoint_save"}
+
+
+def instrument_loop(mark: Callable[[str, str], None], loop: Any = None) -> None:
     """Time the phases of raylung's training loop in this process (a Ray Train worker).
 
     ``train_loop_per_worker`` looks these functions up in its module at call time, so wrapping
     the module attributes times them without touching raylung's code."""
-    import raylung.train.loop as loop
+    if loop is None:
+        import raylung.train.loop as loop
 
     loop._bench_mark = mark  # the latest run's callback records
     if getattr(loop, "_bench_instrumented", False):
@@ -125,10 +141,7 @@ def instrument_loop(mark: Callable[[str, str], None]) -> None:
 
         return wrapper
 
-    # quiet_ray_train_reports is the first call of train_loop_per_worker: its start is the
-    # training function's start.
-    for name, event in (("quiet_ray_train_reports", "train_fn_start"), ("train_one_epoch", "train_epoch"),
-                        ("predict_split", "validate"), ("save_checkpoint", "checkpoint_save")):
+    for name, event in LOOP_PHASES.items():
         setattr(loop, name, timed(getattr(loop, name), event))
     loop._bench_instrumented = True
 
@@ -241,6 +254,35 @@ def total(pairs: list[tuple[float, float]]) -> float:
     return sum(end - begin for begin, end in pairs)
 
 
+def cpu_seconds(root: int | None = None) -> float | None:
+    """CPU seconds used so far by a process and all its descendants, live or exited (Linux).
+
+    A local Ray's GCS, raylet, dashboard and, through the raylet, every worker descend from the
+    driver, and an exited child's time moves into its parent's cutime/cstime, so the delta over
+    a run counts all of Ray's work for it. CPU time grows far less than wall time when other
+    users' processes take the cores, which makes it the steadier measure here."""
+    root = root or os.getpid()
+    try:
+        entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    parents, used = {}, {}
+    for pid in entries:
+        try:  # fields after "(comm)": state ppid ... utime stime cutime cstime at 11..14
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[pid] = int(fields[1])
+        used[pid] = sum(int(v) for v in fields[11:15]) / tick
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sum(used.get(pid, 0.0) for pid in tree)
+
+
 def _gap(later: float | None, earlier: float | None) -> float | None:
     return None if later is None or earlier is None else later - earlier
 
@@ -273,13 +315,15 @@ def summarize_run(events: list[dict], run: str, start: float, end: float) -> dic
     if controller is not None:  # the start-up and teardown of a Ray run, phase by phase
         ready = moment(events, run, "train_context_ready")
         shutdown = spans(events, run, "worker_group_shutdown", rank=None)
+        created = moment(events, run, "workers_created")
+        group_start = moment(events, run, "worker_group_start")
         summary["startup_phases_s"] = {
-            "controller actor": controller - start,
-            "placement group + worker actors": _gap(moment(events, run, "workers_created"),
-                                                    moment(events, run, "worker_group_start")),
-            "train context": _gap(ready, moment(events, run, "workers_created")),
-            "process group + callbacks": _gap(moment(events, run, "worker_group_ready"), ready),
-            "launch train fn": _gap(began, moment(events, run, "worker_group_ready")),
+            "controller actor starts": controller - start,
+            "controller prepares the worker group": _gap(group_start, controller),
+            "placement group, worker actors created": _gap(created, group_start),
+            "worker process up, train context set": _gap(ready, created),
+            "torch process group (+ other callbacks)": _gap(moment(events, run, "worker_group_ready"), ready),
+            "train fn launched": _gap(began, moment(events, run, "worker_group_ready")),
         }
         finish = moment(events, run, "controller_finish")
         summary["teardown_phases_s"] = {
@@ -304,7 +348,11 @@ def overhead(plain: dict[str, Any], ray_run: dict[str, Any], ray_init_s: float) 
         "teardown": ray_run["teardown_s"],
         "extra set-up in the worker": ray_run["setup_s"] - plain["setup_s"],
     }
+    cpu = None
+    if plain.get("cpu_s") and ray_run.get("cpu_s"):
+        cpu = (ray_run["cpu_s"] - plain["cpu_s"]) / ray_run["cpu_s"]
     return {
+        "fraction_cpu": cpu,
         "difference_s": ray_run["wall_s"] - plain["wall_s"],
         "fraction_direct": (ray_run["wall_s"] - plain["wall_s"]) / ray_run["wall_s"],
         "ray_only_s": ray_only,
@@ -413,18 +461,21 @@ def plain_run(cfg, mark: Callable[[str, str], None]) -> list[dict[str, float]]:
     return state.history
 
 
-def ray_run(cfg, storage: Path, name: str, timeline: Path) -> tuple[float, float, list[dict[str, float]]]:
-    """One ``fit`` with the Timeline callback: (start, end, per-epoch history)."""
+def ray_run(cfg, storage: Path, name: str, timeline: Path) -> tuple[float, float, float | None, list[dict[str, float]]]:
+    """One ``fit`` with the Timeline callback: (start, end, CPU seconds of the Ray processes,
+    per-epoch history)."""
     from raylung.train.launcher import RunLocation, fit
     from raylung.train.state import load_state
 
     callbacks = [Timeline(str(timeline))] if Timeline is not None else []
+    cpu_before = cpu_seconds()
     start = time.time()
     result = fit(cfg, RunLocation(str(storage), name), callbacks=callbacks)
     end = time.time()
+    cpu = cpu_seconds() - cpu_before if cpu_before is not None else None
     with result.checkpoint.as_directory() as directory:  # every epoch's metrics (workflow._history)
         history = load_state(Path(directory)).history
-    return start, end, history
+    return start, end, cpu, history
 
 
 def connect_local_ray() -> float:
@@ -463,13 +514,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int, port: int, out: str) -> None:
-    """Time each phase of training steps in one of `world` processes (1 thread each).
+SOLO_FULL, SOLO_HALF, DDP_SYNC, DDP_NO_SYNC = "1 process, global batch", "1 process, half batch", "ddp sync", "ddp no_sync"
+SPLIT_MODES = (SOLO_FULL, SOLO_HALF, DDP_SYNC, DDP_NO_SYNC)
 
-    world 1: the global batch and half of it, interleaved (the per-worker batch effect).
-    world 2: DDP steps with gradient sync and under ``no_sync()``, interleaved; every step
-    starts at a barrier, so a synced step's extra backward time is the exposed allreduce
-    plus waiting for the slower rank."""
+
+def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int, port: int, out: str) -> None:
+    """Time each phase of training steps in one of two gloo processes (1 thread each).
+
+    Four modes take turns step by step, so a change in the machine's load hits them alike:
+    rank 0 alone at the global batch and at half of it (rank 1 waits at a barrier, asleep),
+    then both ranks with DDP at half the batch each, with gradient sync and under
+    ``no_sync()``. Every step starts at a barrier, so a synced step's extra backward time is
+    the exposed allreduce plus waiting for the slower rank."""
     import torch
     import torch.distributed as dist
     from torch.utils.data import DataLoader, DistributedSampler
@@ -481,39 +537,38 @@ def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int,
 
     torch.set_num_threads(1)
     cfg = RaylungConfig.model_validate_json(cfg_json)
-    if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     seed_everything(cfg.train.seed)
     dataset = LungDataset(SplitSet.load(cfg.data.splits_file)["train"], cfg.data, train=True, prepare=False)
 
-    def batches(batch: int) -> Iterator:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=0)
+    def batches(batch: int, replicas: int) -> Iterator:
+        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank if replicas > 1 else 0, seed=0)
         loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
         for epoch in range(10**6):
             sampler.set_epoch(epoch)
             yield from loader
 
-    model = build_model(cfg.model, cfg.data.in_chans)
-    params = sum(p.numel() for p in model.parameters())
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model)
-        modes = {"ddp sync": batches(cfg.train.batch_size // world), "ddp no_sync": None}
-        modes["ddp no_sync"] = modes["ddp sync"]
-    else:
-        modes = {"1 process, global batch": batches(cfg.train.batch_size),
-                 "1 process, half batch": batches(cfg.train.batch_size // 2)}
-    optimizer = make_optimizer(cfg, model)
+    solo = build_model(cfg.model, cfg.data.in_chans)
+    ddp = torch.nn.parallel.DistributedDataParallel(build_model(cfg.model, cfg.data.in_chans))
+    params = sum(p.numel() for p in solo.parameters())
+    half = cfg.train.batch_size // world
+    shared = batches(half, world)
+    setups = {SOLO_FULL: (solo, batches(cfg.train.batch_size, 1)), SOLO_HALF: (solo, batches(half, 1)),
+              DDP_SYNC: (ddp, shared), DDP_NO_SYNC: (ddp, shared)}
+    optimizers = {id(solo): make_optimizer(cfg, solo), id(ddp): make_optimizer(cfg, ddp)}
     loss_fn = torch.nn.BCEWithLogitsLoss()
     rows = []
-    for i in range((warmup + steps) * len(modes)):
-        mode = list(modes)[i % len(modes)]
-        if world > 1:
-            dist.barrier()
+    for i in range((warmup + steps) * len(SPLIT_MODES)):
+        mode = SPLIT_MODES[i % len(SPLIT_MODES)]
+        dist.barrier()
+        if mode in (SOLO_FULL, SOLO_HALF) and rank != 0:
+            continue
+        model, source = setups[mode]
+        optimizer = optimizers[id(model)]
         t0 = time.perf_counter()
-        images, labels, _ = next(modes[mode])
+        images, labels, _ = next(source)
         t1 = time.perf_counter()
-        sync = model.no_sync() if mode == "ddp no_sync" else contextlib.nullcontext()
-        with sync:
+        with ddp.no_sync() if mode == DDP_NO_SYNC else contextlib.nullcontext():
             loss = loss_fn(model(images).reshape(-1), labels)
             t2 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
@@ -522,55 +577,50 @@ def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int,
         optimizer.step()
         loss.item()
         t4 = time.perf_counter()
-        if i >= warmup * len(modes):
+        if i >= warmup * len(SPLIT_MODES):
             rows.append({"mode": mode, "rank": rank, "images": int(images.shape[0]), "data": t1 - t0,
                          "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3, "step": t4 - t0})
-    allreduce = []
-    if world > 1:  # one allreduce of a flat gradient-sized buffer, as DDP's buckets add up to
-        flat = torch.zeros(params)
-        for _ in range(12):
-            dist.barrier()
-            t0 = time.perf_counter()
-            dist.all_reduce(flat)
-            allreduce.append(time.perf_counter() - t0)
-        dist.destroy_process_group()
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"rows": rows, "allreduce_s": allreduce[2:],
-                                                         "params": params}))
+    flat, allreduce = torch.zeros(params), []  # one allreduce of all gradients, as DDP's buckets add up to
+    for _ in range(12):
+        dist.barrier()
+        t0 = time.perf_counter()
+        dist.all_reduce(flat)
+        allreduce.append(time.perf_counter() - t0)
+    dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"rows": rows, "allreduce_s": allreduce[2:], "params": params}))
 
 
-def split_processes(cfg, world: int, steps: int, warmup: int) -> dict[str, Any]:
+def split_processes(cfg, steps: int, warmup: int) -> dict[int, dict[str, Any]]:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_split_worker, args=(world, cfg.model_dump_json(), steps, warmup, free_port(), out),
-                 nprocs=world, join=True)
-        return {rank: json.loads(Path(out, f"rank{rank}.json").read_text()) for rank in range(world)}
+        mp.spawn(_split_worker, args=(2, cfg.model_dump_json(), steps, warmup, free_port(), out), nprocs=2, join=True)
+        return {rank: json.loads(Path(out, f"rank{rank}.json").read_text()) for rank in range(2)}
 
 
-def summarize_split(one: dict[int, dict], two: dict[int, dict], global_batch: int) -> dict[str, Any]:
-    """Median phase times per mode, images/s, and the scaling they predict."""
+def summarize_split(ranks: dict[int, dict], global_batch: int) -> dict[str, Any]:
+    """Median phase times per mode and rank, images/s, and the factors of the DDP speed-up:
+    batch effect x machine ceiling x sync cost x 2."""
     phases = ("data", "forward", "backward", "optimizer", "step")
     modes: dict[str, dict[str, float]] = {}
-    for result in (one, two):
-        for rank, data in result.items():
-            for mode in dict.fromkeys(r["mode"] for r in data["rows"]):
-                rows = [r for r in data["rows"] if r["mode"] == mode]
-                key = mode if len(result) == 1 else f"{mode} (rank {rank})"
+    for rank, data in sorted(ranks.items()):
+        for mode in SPLIT_MODES:
+            rows = [r for r in data["rows"] if r["mode"] == mode]
+            if rows:
+                key = mode if mode in (SOLO_FULL, SOLO_HALF) else f"{mode} (rank {rank})"
                 modes[key] = {p: statistics.median(r[p] for r in rows) for p in phases}
                 modes[key]["images_per_s"] = rows[0]["images"] / modes[key]["step"]
-    full = modes["1 process, global batch"]["images_per_s"]
-    half = modes["1 process, half batch"]["images_per_s"]
-    ranks = sorted(two)
-    sync_step = max(modes[f"ddp sync (rank {r})"]["step"] for r in ranks)
+    full, half = modes[SOLO_FULL]["images_per_s"], modes[SOLO_HALF]["images_per_s"]
+    sync_step = max(modes[f"{DDP_SYNC} (rank {r})"]["step"] for r in ranks)
     ddp = global_batch / sync_step
-    ceiling = sum(modes[f"ddp no_sync (rank {r})"]["images_per_s"] for r in ranks)
-    exposed = statistics.mean(modes[f"ddp sync (rank {r})"]["backward"] - modes[f"ddp no_sync (rank {r})"]["backward"]
+    ceiling = sum(modes[f"{DDP_NO_SYNC} (rank {r})"]["images_per_s"] for r in ranks)
+    exposed = statistics.mean(modes[f"{DDP_SYNC} (rank {r})"]["backward"] - modes[f"{DDP_NO_SYNC} (rank {r})"]["backward"]
                               for r in ranks)
-    allreduce = statistics.median(two[ranks[0]]["allreduce_s"]) if two[ranks[0]]["allreduce_s"] else None
+    first = ranks[min(ranks)]
     return {
         "modes": modes,
-        "params": one[0]["params"],
-        "allreduce_flat_s": allreduce,
+        "params": first["params"],
+        "allreduce_flat_s": statistics.median(first["allreduce_s"]) if first["allreduce_s"] else None,
         "exposed_allreduce_s": exposed,
         "exposed_allreduce_fraction": exposed / sync_step,
         "speedup_ddp": ddp / full,
@@ -619,9 +669,10 @@ def run_benchmark(plan: Plan, work: Path, skip: list[str]) -> dict[str, Any]:
                                "timeline": str(timeline)}
     if "overhead" not in skip:  # the plain run first, with no Ray processes on the machine
         plain_cfg = with_run(cfg, plan, epochs=plan.overhead_epochs, workers=1, threads=plan.overhead_threads)
-        start = time.time()
+        cpu_before, start = cpu_seconds(), time.time()
         plain_history = plain_run(plain_cfg, lambda event, phase: record(timeline, event, phase, run="plain", rank=0))
         plain = summarize_run(read_events(timeline), "plain", start, time.time())
+        plain["cpu_s"] = cpu_seconds() - cpu_before if cpu_before is not None else None
         plain["images_per_s"] = steady_images_per_s(plain_history)
         print(f"plain loop: {plain['wall_s']:.1f} s", flush=True)
     ray_init_s = connect_local_ray()
@@ -629,35 +680,45 @@ def run_benchmark(plan: Plan, work: Path, skip: list[str]) -> dict[str, Any]:
     try:
         if "overhead" not in skip:
             ray_cfg = with_run(cfg, plan, epochs=plan.overhead_epochs, workers=1, threads=plan.overhead_threads)
-            start, end, history = ray_run(ray_cfg, work / "runs", "overhead-1w", timeline)
-            ray_summary = summarize_run(read_events(timeline), "overhead-1w", start, end)
-            ray_summary["images_per_s"] = steady_images_per_s(history)
+            start, end, cpu, history = ray_run(ray_cfg, work / "runs", "overhead-1w", timeline)
+            ray_summary = {**summarize_run(read_events(timeline), "overhead-1w", start, end), "cpu_s": cpu,
+                           "images_per_s": steady_images_per_s(history)}
             print(f"TorchTrainer, 1 worker: {ray_summary['wall_s']:.1f} s", flush=True)
             payload["overhead"] = {"plain": plain, "ray": ray_summary, **overhead(plain, ray_summary, ray_init_s)}
         if "scaling" not in skip:
-            runs = {}
-            for workers in (1, 2):
-                run_cfg = with_run(cfg, plan, epochs=plan.scaling_epochs, workers=workers, threads=1)
-                name = f"scaling-{workers}w"
-                start, end, history = ray_run(run_cfg, work / "runs", name, timeline)
-                events = read_events(timeline)
-                runs[str(workers)] = {
-                    **summarize_run(events, name, start, end),
-                    "images_per_s": steady_images_per_s(history),
-                    "images_per_s_by_epoch": [r["images_per_s"] for r in history],
-                    "rank_train_s": {rank: total(spans(events, name, "train_epoch", rank)) for rank in range(workers)},
-                }
-                print(f"{workers} worker(s): {runs[str(workers)]['images_per_s']:.1f} images/s", flush=True)
-            payload["scaling"] = {"runs": runs, **scaling(runs["1"], runs["2"])}
+            payload["scaling"] = scaling_runs(cfg, plan, work, timeline)
     finally:
         ray.shutdown()
     if "split" not in skip:
-        one = split_processes(cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": plan.batch_size})}),
-                              1, plan.split_steps, plan.split_warmup)
-        two = split_processes(cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": plan.batch_size})}),
-                              2, plan.split_steps, plan.split_warmup)
-        payload["step_split"] = summarize_split(one, two, plan.batch_size)
+        split_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": plan.batch_size})})
+        payload["step_split"] = summarize_split(split_processes(split_cfg, plan.split_steps, plan.split_warmup),
+                                                plan.batch_size)
     return payload
+
+
+SCALING_ORDER = (("1 worker (first)", 1), ("2 workers", 2), ("1 worker (last)", 1))  # A-B-A: drift cancels
+
+
+def scaling_runs(cfg, plan: Plan, work: Path, timeline: Path) -> dict[str, Any]:
+    runs = {}
+    for label, workers in SCALING_ORDER:
+        name = f"scaling-{len(runs)}-{workers}w"
+        start, end, cpu, history = ray_run(with_run(cfg, plan, epochs=plan.scaling_epochs, workers=workers, threads=1),
+                                           work / "runs", name, timeline)
+        events = read_events(timeline)
+        runs[label] = {
+            **summarize_run(events, name, start, end),
+            "workers": workers,
+            "cpu_s": cpu,
+            "images_per_s": steady_images_per_s(history),
+            "images_per_s_by_epoch": [r["images_per_s"] for r in history],
+            "rank_train_s": {rank: total(spans(events, name, "train_epoch", rank)) for rank in range(workers)},
+        }
+        print(f"{label}: {runs[label]['images_per_s']:.1f} images/s", flush=True)
+    one = statistics.mean(r["images_per_s"] for r in runs.values() if r["workers"] == 1)
+    two = statistics.mean(r["images_per_s"] for r in runs.values() if r["workers"] == 2)
+    return {"runs": runs, "one_worker_images_per_s": one, "two_workers_images_per_s": two,
+            **scaling({"images_per_s": one}, {"images_per_s": two})}
 
 
 def report(payload: dict[str, Any]) -> None:
@@ -665,12 +726,15 @@ def report(payload: dict[str, Any]) -> None:
     if "overhead" in payload:
         o = payload["overhead"]
         plain, ray_run_ = o["plain"], o["ray"]
-        rows = [[label, plain[key], ray_run_[key], ray_run_[key] - plain[key]] for label, key in (
+        rows = [[label, plain.get(key), ray_run_.get(key),
+                 ray_run_[key] - plain[key] if None not in (plain.get(key), ray_run_.get(key)) else "n/a"]
+                for label, key in (
             ("Ray Train start-up", "startup_s"), ("set-up in the training process", "setup_s"),
             ("training epochs", "train_s"), ("validation", "validate_s"), ("checkpoint save", "checkpoint_save_s"),
             ("ray.train.report", "report_s"), ("  of which checkpoint sync", "report_sync_s"),
             ("  of which checkpoint upload", "report_upload_s"), ("  of which hand-over wait", "report_wait_s"),
-            ("teardown (last report -> fit returns)", "teardown_s"), ("other", "other_s"), ("wall", "wall_s"))]
+            ("teardown (last report -> fit returns)", "teardown_s"), ("other", "other_s"), ("wall", "wall_s"),
+            ("CPU seconds (all processes of the run)", "cpu_s"))]
         rows.append(["ray.init (once per process)", 0.0, payload["ray_init_s"], payload["ray_init_s"]])
         print_table(
             f"(a) {plan['overhead_epochs']} epochs, {plan['model']} {plan['image_size'][0]}x{plan['image_size'][1]}, "
@@ -686,14 +750,16 @@ def report(payload: dict[str, Any]) -> None:
              "yes" if o["fraction_direct"] <= OVERHEAD_TARGET else "NO"],
             ["Ray-only phases / Ray wall", o["fraction_ray_only"], f"<= {OVERHEAD_TARGET}",
              "yes" if o["fraction_ray_only"] <= OVERHEAD_TARGET else "NO"],
+            ["CPU-seconds difference / Ray CPU-seconds", o["fraction_cpu"] if o["fraction_cpu"] is not None else "n/a",
+             f"<= {OVERHEAD_TARGET}", "" if o["fraction_cpu"] is None else "yes" if o["fraction_cpu"] <= OVERHEAD_TARGET else "NO"],
             ["difference incl. ray.init / wall incl. ray.init", o["fraction_with_ray_init"], "", ""],
             ["compute (train+validation) Ray / plain", o["compute_ratio"], "~1 (noise check)", ""],
             ["largest Ray-only part", o["dominant"], "", ""],
         ])
     if "scaling" in payload:
         s = payload["scaling"]
-        rows = [[f"{w} worker(s)", r["images_per_s"], r["wall_s"], r["startup_s"], r["train_s"],
-                 " / ".join(f"{v:.1f}" for v in r["rank_train_s"].values())] for w, r in s["runs"].items()]
+        rows = [[label, r["images_per_s"], r["wall_s"], r["startup_s"], r["train_s"],
+                 " / ".join(f"{v:.1f}" for v in r["rank_train_s"].values())] for label, r in s["runs"].items()]
         print_table(
             f"(b) {plan['scaling_epochs']} epochs, 1 CPU + 1 thread per worker, global batch {plan['batch_size']}",
             ["run", "train images/s (epochs 2+)", "wall s", "start-up s", "train s (rank 0)", "train s per rank"], rows)

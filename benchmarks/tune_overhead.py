@@ -45,7 +45,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH_DIR))
 
 from harness import print_table, save_json  # noqa: E402
-from train_overhead import TIMELINE_ENV, read_events, spans, total  # noqa: E402
+from train_overhead import TIMELINE_ENV, moment, read_events, spans, total  # noqa: E402
+
+os.environ.setdefault("COLUMNS", "160")  # rich tables are not cut to 80 columns in a pipe
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
 RAYLUNG_INTERVAL = "raylung (0.25 s)"
@@ -108,6 +110,14 @@ def summarize_trial(trial_id: str, clock: dict[str, float], history: list[dict],
     reports = spans(events, trial_id, "report")
     if reports:
         summary["teardown_s"] = clock["complete"] - reports[-1][1]
+    controller = moment(events, trial_id, "controller_start")
+    fn_start = spans(events, trial_id, "train_fn_start")
+    if controller is not None and fn_start and first_step:
+        summary["startup_phases_s"] = {
+            "Tune trial actor -> Train controller": controller - clock["start"],
+            "Train controller -> train fn (worker, process group)": fn_start[0][0] - controller,
+            "data and model set-up in the worker": first_step[0][0] - fn_start[0][0],
+        }
     summary["overhead_s"] = wall - train_s - (summary["validate_s"] or 0.0)
     return summary
 
@@ -149,6 +159,10 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     ours, ray_default = results[RAYLUNG_INTERVAL], results[RAY_DEFAULT_INTERVAL]
     out: dict[str, Any] = {"tune_wall_ratio": ray_default["tune_wall_s"] / ours["tune_wall_s"],
                            "tune_wall_saved_s": ray_default["tune_wall_s"] - ours["tune_wall_s"]}
+    run_ours, run_default = ours["phases_s"].get("run"), ray_default["phases_s"].get("run")
+    if run_ours and run_default:  # Tune itself, without ray.init, prepare and finish (export, plots)
+        out["tuner_run_ratio"] = run_default / run_ours
+        out["tuner_run_saved_s"] = run_default - run_ours
     for key in ("overhead_s", "wall_s", "startup_s", "report_s", "teardown_s"):
         a, b = ours["mean"][key], ray_default["mean"][key]
         if a is not None and b is not None:
@@ -261,7 +275,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def report(results: dict[str, dict[str, Any]], comparison: dict[str, Any] | None) -> None:
     for label, r in results.items():
-        rows = [[t["trial_id"], t["epochs"], t["wall_s"], t["train_s"], t["validate_s"], t["startup_s"],
+        rows = [[t["trial_id"][:8], t["epochs"], t["wall_s"], t["train_s"], t["validate_s"], t["startup_s"],
                  t["startup_raw_s"], t["report_s"], t["teardown_s"], t["overhead_s"]] for t in r["trials"]]
         m = r["mean"]
         rows.append(["mean", "", m["wall_s"], m["train_s"], m["validate_s"], m["startup_s"], m["startup_raw_s"],
@@ -276,6 +290,10 @@ def report(results: dict[str, dict[str, Any]], comparison: dict[str, Any] | None
             ["overhead per trial (concurrency x wall - train - val) / N", r["experiment_overhead_per_trial_s"]],
             ["concurrency x wall / (train + val)", r["wall_over_training"]],
         ])
+        phases = [t.get("startup_phases_s") or {} for t in r["trials"]]
+        if all(phases):
+            print_table(f"{label}: trial start-up, mean seconds", ["phase", "s"],
+                        [[k, statistics.mean(p[k] for p in phases)] for k in phases[0]])
     if comparison:
         print_table(f"health-check interval: {RAY_DEFAULT_INTERVAL} vs {RAYLUNG_INTERVAL}",
                     ["measure", "value"], [[k, v if v is not None else "n/a"] for k, v in comparison.items()])

@@ -20,6 +20,7 @@ import torch
 from raylung.data import SplitSet
 from raylung.train import workflow
 from run_factory import tiny_config, write_tiny_yaml
+from wandb_records import history_rows
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def history_epochs(run_dir: Path) -> list[int]:
 
 
 def test_two_worker_run_converges_and_exports(ray_address, demo_root, tmp_path):
-    cfg = tiny_config(demo_root, tmp_path, workers=2, epochs=4)
+    cfg = tiny_config(demo_root, tmp_path, workers=2, epochs=4, overrides=["wandb.mode=offline"])
     outcome = workflow.train(cfg, output=str(tmp_path / "run"), progress=False)
 
     assert [row["epoch"] for row in outcome.history] == [1, 2, 3, 4]
@@ -43,6 +44,12 @@ def test_two_worker_run_converges_and_exports(ray_address, demo_root, tmp_path):
     assert (outcome.directory / "plots" / "learning_curves.png").stat().st_size > 1000
     saved = json.loads((outcome.directory / "config.json").read_text())
     assert saved["data"]["splits_file"].endswith("splits.csv")
+    # W&B: rank 0 alone logged one offline run, inside the run directory, one row per epoch.
+    (run_file,) = (outcome.directory / "wandb").rglob("run-*.wandb")
+    rows = [r for r in history_rows(run_file) if "val_loss" in r]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["val_auroc"] == pytest.approx(outcome.history[-1]["val_auroc"])
+    assert outcome.wandb_dirs == [run_file.parent]
 
 
 def _evaluate_fixed_model(loop_config):

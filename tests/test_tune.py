@@ -27,6 +27,7 @@ def test_smoke_tune_runs_every_trial_and_asha_prunes(smoke):
     assert any(t.status == "pruned" for t in smoke.trials), [t.status for t in smoke.trials]
     for trial in smoke.trials:
         assert [row["epoch"] for row in trial.history] == list(range(1, trial.epochs + 1))
+        assert set(trial.reported_epochs) <= {row["epoch"] for row in trial.history}
     table = (smoke.experiment.local / "results.csv").read_text().splitlines()
     assert len(table) == 5 and "status" in table[0]
 
@@ -37,10 +38,11 @@ def test_every_trial_has_a_wandb_offline_run_with_one_row_per_epoch(smoke):
     for trial in smoke.trials:
         assert trial.trial_id in files, sorted(files)
         rows = [r for r in history_rows(files[trial.trial_id]) if "val_loss" in r]
-        assert [r["epoch"] for r in rows] == [row["epoch"] for row in trial.history]
-        for logged, reported in zip(rows, trial.history, strict=True):
+        assert [r["epoch"] for r in rows] == trial.reported_epochs  # every epoch Tune received
+        by_epoch = {row["epoch"]: row for row in trial.history}
+        for logged in rows:
             for key in ("val_loss", "val_accuracy", "val_f1", "val_auroc", "train_loss"):
-                assert logged[key] == pytest.approx(reported[key]), key
+                assert logged[key] == pytest.approx(by_epoch[logged["epoch"]][key]), key
         config = run_config(files[trial.trial_id])
         for path, value in trial.params.items():
             assert config[path] in (value, json.dumps(value)), path
@@ -77,8 +79,29 @@ def test_train_best_retrains_evaluates_on_test_and_exports(smoke):
     assert (outcome.directory / "test" / "metrics.json").is_file()
 
 
-def _trial_result_lines(experiment: Path) -> dict[str, int]:
-    return {p.parent.name: len(p.read_text().splitlines()) for p in (experiment / "tune").glob("*/result.json")}
+def test_train_best_full_folds_validation_into_training(smoke):
+    from raylung.data import SplitSet
+    from raylung.train.workflow import retrain_best
+
+    best = json.loads(smoke.experiment.best_json.read_text())
+    outcome = retrain_best(str(smoke.experiment.local), storage="unused", full=True, progress=False)
+    assert [row["epoch"] for row in outcome.history] == list(range(1, best["epoch"] + 1))
+    full = SplitSet.load(outcome.config.data.splits_file)
+    original = SplitSet.load(smoke.experiment.splits_file)
+    assert len(full["train"]) == len(original["train"]) + len(original["validation"])
+    assert {s.path for s in full["test"]} == {s.path for s in original["test"]}
+    assert outcome.evaluation.split == "test"
+
+
+def _reports_per_trial(experiment: Path) -> dict[str, int]:
+    """Epochs each trial's Ray Train run has reported (its snapshot is rewritten per report)."""
+    counts = {}
+    for snapshot in (experiment / "trials").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            counts[snapshot.parent.name] = json.loads(snapshot.read_text())["current_report_index"]
+        except (json.JSONDecodeError, KeyError, OSError):
+            continue
+    return counts
 
 
 def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, demo_root, tmp_path):
@@ -95,26 +118,30 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
         found = list(storage.glob("smoke-*/tune"))
         if found:
             experiment = found[0].parent
-            # One trial finished (3 results) and the next one has reported an epoch.
-            lines = _trial_result_lines(experiment)
-            if sorted(lines.values())[-2:] in ([1, 3], [2, 3]):
+            # One trial finished (3 epochs) and the next one is part-way through.
+            reports = _reports_per_trial(experiment)
+            if 3 in reports.values() and ({1, 2} & set(reports.values())):
                 break
         assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.5)
+        time.sleep(0.2)
     else:
         raise AssertionError("the tune never got one trial done")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    before = _trial_result_lines(experiment)
-    finished = [trial for trial, n in before.items() if n == 3]
+    reports = _reports_per_trial(experiment)
+    finished = {trial: (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes()
+                for trial, count in reports.items() if count == 3}
+    interrupted = [trial for trial, count in reports.items() if count < 3]
 
     resumed = subprocess.run([sys.executable, "-m", "raylung", "tune", "--resume", str(experiment)],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    after = _trial_result_lines(experiment)
-    for trial in finished:
-        assert after[trial] == 3, f"finished trial {trial} was rerun"
+    for trial, snapshot in finished.items():  # never trained again
+        assert (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes() == snapshot
+    assert interrupted and all(_reports_per_trial(experiment)[t] == 3 for t in interrupted)
     results = json.loads((experiment / "results.json").read_text())
-    assert len(results) == 3 and all(r["epochs"] == 3 for r in results)
+    assert len(results) == 3
+    for result in results:  # the interrupted trial's history too: every epoch exactly once
+        assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
     assert len({json.dumps(r["params"], sort_keys=True) for r in results}) == 3
     assert Experiment.at(experiment).best_json.is_file()

@@ -34,6 +34,10 @@ class TrialSummary:
     best_epoch: int | None
     history: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
+    # Epochs Tune itself received (what ASHA, Optuna and W&B saw). The history can hold more: a
+    # trial ASHA stops may finish one more epoch before it is stopped, and a resumed trial's
+    # early epochs may be missing from Tune's log; the trial's checkpoint keeps them all.
+    reported_epochs: list[int] = field(default_factory=list)
 
     @property
     def stopped_early(self) -> bool:
@@ -44,8 +48,28 @@ def _better(a: float, b: float, mode: str) -> bool:
     return a < b if mode == "min" else a > b
 
 
-def summarize_trial(result: Any, space: SearchSpace, metric: str, mode: str, max_epochs: int) -> TrialSummary:
-    """One Tune ``Result`` -> a summary row."""
+def checkpoint_history(experiment: Experiment, trial_id: str) -> list[dict[str, float]]:
+    """The per-epoch metrics kept in the trial's latest checkpoint: complete across restarts,
+    unlike Tune's result log, which loses the rows a killed driver had not flushed."""
+    import ray.train
+
+    from raylung.train.state import load_state
+
+    try:
+        run = ray.train.Result.from_path(join(experiment.trials_storage, trial_id))
+    except Exception:  # noqa: BLE001 - a trial that never checkpointed has no run folder
+        return []
+    if run.checkpoint is None:
+        return []
+    with run.checkpoint.as_directory() as directory:
+        return load_state(Path(directory)).history
+
+
+def summarize_trial(
+    result: Any, space: SearchSpace, metric: str, mode: str, max_epochs: int,
+    experiment: Experiment | None = None,
+) -> TrialSummary:
+    """One Tune ``Result`` -> a summary row (history from the trial's checkpoint if given)."""
     frame = result.metrics_dataframe
     rows = [] if frame is None else frame.to_dict("records")
     history = [
@@ -53,12 +77,18 @@ def summarize_trial(result: Any, space: SearchSpace, metric: str, mode: str, max
         for row in rows
         if "epoch" in row and row.get(metric) is not None
     ]
+    metrics = result.metrics or {}
+    trial_id = metrics.get("trial_id") or Path(result.path).name  # folders are named by trial id
+    reported = [int(row["epoch"]) for row in history]
+    if experiment is not None:
+        by_epoch = {int(row["epoch"]): row for row in history}
+        by_epoch.update({int(row["epoch"]): row for row in checkpoint_history(experiment, str(trial_id))})
+        history = [by_epoch[epoch] for epoch in sorted(by_epoch)]
     best_value, best_epoch = None, None
     for row in history:
         value = row[metric]
         if math.isfinite(value) and (best_value is None or _better(value, best_value, mode)):
             best_value, best_epoch = value, int(row["epoch"])
-    metrics = result.metrics or {}
     epochs = int(max((row["epoch"] for row in history), default=0))
     if result.error is not None:
         status = "error"
@@ -68,7 +98,6 @@ def summarize_trial(result: Any, space: SearchSpace, metric: str, mode: str, max
         status = "pruned"
     else:
         status = "completed"
-    trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[1]
     return TrialSummary(
         trial_id=str(trial_id),
         params=space.decode({k: v for k, v in (result.config or {}).items() if k in space.paths}),
@@ -78,6 +107,7 @@ def summarize_trial(result: Any, space: SearchSpace, metric: str, mode: str, max
         best_epoch=best_epoch,
         history=history,
         error=None if result.error is None else str(result.error).splitlines()[0][:300],
+        reported_epochs=reported,
     )
 
 

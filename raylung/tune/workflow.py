@@ -59,7 +59,7 @@ def resume(experiment_dir: str | Path, target: RayTarget = RayTarget()) -> TuneO
 def finish(prepared: tuner.PreparedSearch, grid: Any) -> TuneOutcome:
     base, space, experiment = prepared.base, prepared.space, prepared.experiment
     metric, mode = base.search_metric, base.search_mode
-    trials = [summarize_trial(result, space, metric, mode, base.train.epochs) for result in grid]
+    trials = [summarize_trial(result, space, metric, mode, base.train.epochs, experiment) for result in grid]
     trials.sort(key=lambda t: t.trial_id)
     best_trial = pick_best(trials, mode)
     write_tables(experiment, trials, space, metric)
