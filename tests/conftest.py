@@ -26,6 +26,17 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("RAYLUNG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On 2 shared cores, two OpenMP threads slow 100-fold whenever another process is busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def lc25000_root() -> Path:
     """The LC25000 lung dev set (1,000 real H&E tiles, 518 original-tile groups)."""

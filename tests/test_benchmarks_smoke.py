@@ -21,7 +21,6 @@ import run_all  # noqa: E402
 import train_overhead  # noqa: E402
 import tune_overhead  # noqa: E402
 
-
 # --- train_overhead -------------------------------------------------------------------------
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SMOKE, smoke_overrides
 from run_factory import write_tiny_yaml
 

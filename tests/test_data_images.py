@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from data_factory import write_image
 
-from raylung.data.images import load_image, resize_to, to_uint8
 from raylung.data.images import decode as decode_image
+from raylung.data.images import load_image, resize_to, to_uint8
 
 
 def test_16bit_single_channel_tiff_is_stretched_per_image(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_manifest_with_groups_splits_and_lc25000_aliases(tmp_path: Path) -> None
 
 def test_manifest_labels_through_label_map_and_absolute_paths(tmp_path: Path) -> None:
     a = write_image(tmp_path / "data" / "a.png")
-    b = write_image(tmp_path / "data" / "b.png")
+    write_image(tmp_path / "data" / "b.png")
     manifest = write_manifest(
         tmp_path / "lists" / "m.csv",
         [{"path": str(a), "label": "lung_aca"}, {"path": "../data/b.png", "label": "lung_n"}],

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from model_factory import make_checkpoint
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-from test_export import make_checkpoint
 from typer.testing import CliRunner
 
 from raylung.data import LungDataset, SplitSet
@@ -19,14 +19,7 @@ from raylung.errors import ConfigError, DataError
 from raylung.train.evaluate import evaluate
 from raylung.train.export import export_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On 2 shared cores, two OpenMP threads slow 100-fold whenever another process is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_export import SIZE, make_checkpoint
+from model_factory import SIZE, make_checkpoint
 from typer.testing import CliRunner
 
 from raylung.data import Sample, SplitSet, build_transform
@@ -38,16 +38,9 @@ from raylung.models import gradcam_target_layer
 from raylung.train.export import export_checkpoint
 from raylung.train.predict import read_image
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 WIDTH, HEIGHT = SIZE
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On 2 shared cores, two OpenMP threads slow 100-fold whenever another process is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

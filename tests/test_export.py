@@ -9,74 +9,21 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from model_factory import HISTORY, SIZE, make_checkpoint
 from typer.testing import CliRunner
 
-from raylung.config import DataConfig, ModelConfig, RaylungConfig
-from raylung.data import make_demo_dataset, resolve_splits
+from raylung.config import RaylungConfig
 from raylung.errors import ConfigError, DataError
-from raylung.models import build_model
 from raylung.train import export as export_mod
 from raylung.train.export import EXPORT_FORMATS, export_checkpoint, load_export, sha256
-from raylung.train.state import TrainState, save_checkpoint
 
 # TorchScript is deprecated in torch 2.14 (a FutureWarning on every call); it is still exported.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-
-SIZE = (64, 48)  # (width, height)
-HISTORY = [
-    {"epoch": 1, "train_loss": 0.71, "val_loss": 0.65, "val_accuracy": 0.5, "val_f1": 0.4, "val_auroc": 0.55},
-    {"epoch": 2, "train_loss": 0.60, "val_loss": 0.58, "val_accuracy": 0.7, "val_f1": 0.6, "val_auroc": 0.75},
-    {"epoch": 3, "train_loss": 0.52, "val_loss": 0.61, "val_accuracy": 0.6, "val_f1": 0.5, "val_auroc": 0.70},
-]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On 2 shared cores, two OpenMP threads slow 100-fold whenever another process is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_checkpoint(
-    tmp: Path, model: str = "resnet_ours_tiny", depths: tuple[int, ...] | None = None
-) -> tuple[Path, torch.nn.Module, RaylungConfig]:
-    """A training checkpoint of a small random model on a 64x48 synthetic demo set.
-
-    The head is scaled up so probabilities spread over (0, 1) instead of all sitting near 0.5,
-    and a few train-mode passes give BatchNorm real running statistics.
-    """
-    data_root = tmp / "data"
-    if not data_root.exists():
-        make_demo_dataset(data_root, per_subclass=4, size=SIZE)
-    data = DataConfig(root=data_root, image_size=SIZE, cache=False, loader_workers=0)
-    splits = tmp / "splits.csv"
-    resolve_splits(data, out=splits)
-    config = RaylungConfig(
-        data=data.model_copy(update={"splits_file": str(splits)}),
-        model=ModelConfig(name=model, depths=depths),
-    )
-    torch.manual_seed(0)
-    net = build_model(config.model, config.data.in_chans)
-    net.train()
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.randn(4, 3, SIZE[1], SIZE[0]) * 1.5 + 0.3)
-        net.fc.weight.mul_(40.0)
-    net.eval()
-    optimizer = torch.optim.Adam(net.parameters())
-    state = TrainState(epoch=3, best_metric=0.58, best_epoch=2, history=[dict(h) for h in HISTORY])
-    checkpoint = tmp / f"checkpoint_{model}"
-    save_checkpoint(checkpoint, net, optimizer, None, state, config)
-    return checkpoint, net, config
-
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"), pytest.mark.usefixtures("one_torch_thread")]
 
 def _inputs(batch: int) -> torch.Tensor:
     return torch.randn(batch, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(batch))

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_export import make_checkpoint
+from model_factory import make_checkpoint
 from typer.testing import CliRunner
 
 from raylung.data import build_transform, load_image
@@ -17,14 +17,7 @@ from raylung.errors import ConfigError, DataError
 from raylung.train.export import export_checkpoint
 from raylung.train.predict import find_images, predict
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On 2 shared cores, two OpenMP threads slow 100-fold whenever another process is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import typer
 from PIL import Image
 from typer.testing import CliRunner
@@ -26,21 +25,12 @@ from raylung.report.html import SECTIONS, SYNTHETIC_BANNER, fmt, render
 from raylung.report.importance import param_importance
 from raylung.report.sections import gather
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 CHROMIUM = Path("/usr/bin/chromium")
 WINDOW = (1280, 4000)
 N_BOOT = 50
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On 2 shared cores, two OpenMP threads slow 100-fold whenever another process is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cli() -> typer.Typer:

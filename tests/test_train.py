@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_factory import tiny_config, write_tiny_yaml
+from wandb_records import history_rows
 
 from raylung.data import SplitSet
 from raylung.train import workflow
-from run_factory import tiny_config, write_tiny_yaml
-from wandb_records import history_rows
 
 pytestmark = pytest.mark.slow
 

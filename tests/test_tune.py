@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SMOKE, smoke_overrides
-from raylung.experiment import Experiment
 from wandb_records import history_rows, run_config
+
+from raylung.experiment import Experiment
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from raylung.benchmark.paper import METRICS, paper_row

@@ -134,6 +134,6 @@ def print_table(outcome: Any) -> None:
     table = Table(title="Table 3 on your data (test split, 95% CI)" + (f" — {SYNTHETIC_NOTE}" if outcome.synthetic else ""))
     for column in ("Model", *[m.capitalize() for m in METRICS], "Paper F1"):
         table.add_column(column)
-    for result, row in zip(outcome.results, rows(outcome), strict=True):
+    for row in rows(outcome):
         table.add_row(row["model"], *[row[m] for m in METRICS], row["paper f1"])
     Console(width=max(140, Console().width)).print(table)

@@ -14,8 +14,8 @@ from raylung.config.schema import RaylungConfig
 from raylung.config.search_space import (
     Distribution,
     SearchSpace,
-    order_by_condition,
     extract_distributions,
+    order_by_condition,
     set_path,
 )
 from raylung.config.yaml_source import YamlSource, apply_overrides, load_yaml, parse_yaml

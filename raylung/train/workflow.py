@@ -19,7 +19,7 @@ from raylung.cluster.connect import RayTarget, connect
 from raylung.config import RaylungConfig
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
-from raylung.storage import check_writable, join
+from raylung.storage import check_writable
 from raylung.tracking import init_kwargs, offline_run_dirs, resolve_mode
 from raylung.train.launcher import RunLocation, check_resources, fit, has_snapshot, prepare_splits
 
