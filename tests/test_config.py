@@ -26,21 +26,33 @@ def error_of(text: str, allow_search: bool = True, overrides: list[str] | None =
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("train:\n  lr: 0.1\n  epoch: 3\n", "space.yaml:3: train.epoch: unknown key 'epoch' (did you mean 'epochs'?)"),
+        (
+            "train:\n  lr: 0.1\n  epoch: 3\n",
+            "space.yaml:3: train.epoch: unknown key 'epoch' (did you mean 'epochs'?)",
+        ),
         ("modle:\n  name: resnet50\n", "space.yaml:1: modle: unknown key 'modle' (did you mean 'model'?)"),
-        ("train:\n  lr: {loguniform: [1.0e-3, 1.0e-5]}\n", "space.yaml:2: train.lr: loguniform needs low < high"),
+        (
+            "train:\n  lr: {loguniform: [1.0e-3, 1.0e-5]}\n",
+            "space.yaml:2: train.lr: loguniform needs low < high",
+        ),
         ("train:\n  lr: {loguniform: [0, 1.0e-3]}\n", "space.yaml:2: train.lr: loguniform needs low > 0"),
         ("train:\n  lr: {uniform: [-1, 0.1]}\n", "space.yaml:2: train.lr: Input should be greater than 0"),
         ("train:\n  epochs: {int: [1, 3.5]}\n", "train.epochs is not searchable"),
         ("data:\n  root: {choice: [a, b]}\n", "space.yaml:2: data.root is not searchable"),
         ("model:\n  name: resnet99\n", "space.yaml:2: model.name: unknown model 'resnet99'"),
-        ("model:\n  eca_k: {choice: [3, 4]}\n", "eca_k must be an odd positive int or 'adaptive', got 4 [value 4"),
+        (
+            "model:\n  eca_k: {choice: [3, 4]}\n",
+            "eca_k must be an odd positive int or 'adaptive', got 4 [value 4",
+        ),
         ("model:\n  eca_k: 4\n", "space.yaml:2: model.eca_k: eca_k must be an odd positive int"),
         ("data:\n  split: {train: 0.8, validation: 0.3, test: 0.1}\n", "split fractions must sum to 1"),
         ("train:\n  lr: [1,\n", "space.yaml:3: invalid YAML"),
         ("train:\n  lr: {uniform: [0.1, 0.2], when: {model.eca_k: 3}}\n", "`when` refers to 'model.eca_k'"),
         ("train:\n  lr: {choice: []}\n", "choice needs a non-empty list"),
-        ("train:\n  batch_size: 6\nresources:\n  num_workers: 4\n", "must be divisible by resources.num_workers"),
+        (
+            "train:\n  batch_size: 6\nresources:\n  num_workers: 4\n",
+            "must be divisible by resources.num_workers",
+        ),
         ("train:\n  lr: 1\n  lr: 2\n", "line 3: duplicate key 'train.lr'"),
     ],
 )
@@ -111,8 +123,13 @@ def test_ours_searches_what_the_paper_tunes_at_table_2_defaults():
     paths = set(loaded.space.paths)
     assert {"model.eca_k", "model.stem_channels", "train.lr", "data.augment.policy"} <= paths
     cfg = loaded.config
-    assert (cfg.data.image_size, cfg.train.batch_size, cfg.train.optimizer, cfg.train.epochs,
-            cfg.train.patience) == ((320, 240), 8, "adam", 20, 5)
+    assert (
+        cfg.data.image_size,
+        cfg.train.batch_size,
+        cfg.train.optimizer,
+        cfg.train.epochs,
+        cfg.train.patience,
+    ) == ((320, 240), 8, "adam", 20, 5)
     eca = next(d for d in loaded.space.distributions if d.path == "model.eca_k")
     assert "adaptive" in eca.choices and all(k % 2 for k in eca.choices if isinstance(k, int))
 

@@ -23,7 +23,10 @@ from raylung.train import export as export_mod
 from raylung.train.export import EXPORT_FORMATS, export_checkpoint, load_export, sha256
 
 # TorchScript is deprecated in torch 2.14 (a FutureWarning on every call); it is still exported.
-pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"), pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 def _inputs(batch: int) -> torch.Tensor:
     return torch.randn(batch, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(batch))

@@ -94,7 +94,9 @@ def test_ddp_validation_metrics_equal_single_worker(ray_address, demo_root, tmp_
     benign = [s for s in splits["validation"] if s.label == 0]
     odd = SplitSet({**splits, "validation": cancer[:8] + benign[:7]})
     odd.save(tmp_path / "splits.csv")
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"splits_file": str(tmp_path / "splits.csv")})})
+    cfg = cfg.model_copy(
+        update={"data": cfg.data.model_copy(update={"splits_file": str(tmp_path / "splits.csv")})}
+    )
     torch.manual_seed(0)
     torch.save(build_model(cfg.model, 3).state_dict(), tmp_path / "weights.pt")
 
@@ -119,8 +121,13 @@ def test_ddp_validation_metrics_equal_single_worker(ray_address, demo_root, tmp_
 
 def _raylung(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "raylung", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=dict(os.environ), start_new_session=True, **kwargs,
+        [sys.executable, "-m", "raylung", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
+        start_new_session=True,
+        **kwargs,
     )
 
 
@@ -186,9 +193,16 @@ def test_lc25000_grouped_split_reaches_held_out_accuracy(ray_address, lc25000_ro
     from raylung.train.evaluate import evaluate
 
     cfg = tiny_config(
-        lc25000_root, tmp_path, epochs=6,
-        overrides=["data.image_size=[64,64]", "train.batch_size=32", "train.lr=0.003",
-                   "model.name=resnet_ours_tiny", "data.augment.policy=light"],
+        lc25000_root,
+        tmp_path,
+        epochs=6,
+        overrides=[
+            "data.image_size=[64,64]",
+            "train.batch_size=32",
+            "train.lr=0.003",
+            "model.name=resnet_ours_tiny",
+            "data.augment.policy=light",
+        ],
     )
     outcome = workflow.train(cfg, output=str(tmp_path / "run"), progress=False)
     splits = SplitSet.load(outcome.config.data.splits_file)
@@ -205,8 +219,21 @@ def test_uri_storage_keeps_checkpoints_and_driver_files_there(ray_address, demo_
     store = tmp_path / "store"
     env = dict(os.environ, HOME=str(tmp_path / "home"))
     done = subprocess.run(
-        [sys.executable, "-m", "raylung", "train", str(config), "--set", f"experiment.storage=file://{store}",
-         "--set", "experiment.name=uri"], capture_output=True, text=True, env=env, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "raylung",
+            "train",
+            str(config),
+            "--set",
+            f"experiment.storage=file://{store}",
+            "--set",
+            "experiment.name=uri",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (run,) = store.glob("uri-*")

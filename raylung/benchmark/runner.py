@@ -60,21 +60,26 @@ def benchmark_space(loaded: LoadedConfig, seeds: list[int]) -> tuple[LoadedConfi
     others = [d.path for d in loaded.space.distributions if d.path != "model.name"]
     if others:
         raise ConfigError(
-            f"a benchmark trains fixed configurations; only model.name may list choices, not: {', '.join(others)}"
+            "a benchmark trains fixed configurations; only model.name may list choices, "
+            f"not: {', '.join(others)}"
         )
     if not seeds:
         raise ConfigError("give at least one seed")
     named = next((d for d in loaded.space.distributions if d.path == "model.name"), None)
     models = list(named.choices) if named else [loaded.config.model.name]
-    space = SearchSpace((
-        Distribution("model.name", "choice", choices=tuple(models)),
-        Distribution("train.seed", "choice", choices=tuple(seeds)),
-    ))
-    search = loaded.config.search.model_copy(update={
-        "sampler": "grid",
-        "num_samples": len(models) * len(seeds),
-        "asha": loaded.config.search.asha.model_copy(update={"enabled": False}),
-    })
+    space = SearchSpace(
+        (
+            Distribution("model.name", "choice", choices=tuple(models)),
+            Distribution("train.seed", "choice", choices=tuple(seeds)),
+        )
+    )
+    search = loaded.config.search.model_copy(
+        update={
+            "sampler": "grid",
+            "num_samples": len(models) * len(seeds),
+            "asha": loaded.config.search.asha.model_copy(update={"enabled": False}),
+        }
+    )
     config = loaded.config.model_copy(update={"search": search})
     return LoadedConfig(config=config, space=space, source=loaded.source), models
 
@@ -83,8 +88,10 @@ def _predictions(path: Path) -> dict[str, tuple[int, float, str]]:
     import csv
 
     with path.open() as handle:
-        return {row["path"]: (int(row["label"] in ("1", "cancer")), float(row["probability"]), row["group"])
-                for row in csv.DictReader(handle)}
+        return {
+            row["path"]: (int(row["label"] in ("1", "cancer")), float(row["probability"]), row["group"])
+            for row in csv.DictReader(handle)
+        }
 
 
 def _aggregate(model: str, runs: list[SeedRun], predictions: list[dict], n_boot: int) -> ModelResult:
@@ -135,7 +142,8 @@ def run_benchmark(
 
     results = [
         _aggregate(model, [r for r, _ in entries], [p for _, p in entries], n_boot)
-        for model, entries in by_model.items() if entries
+        for model, entries in by_model.items()
+        if entries
     ]
     missing = [m for m, entries in by_model.items() if not entries]
     if missing:
@@ -144,4 +152,3 @@ def run_benchmark(
     outcome.files = write_outputs(outcome, prepared.base)
     experiment.sync_up()
     return outcome
-

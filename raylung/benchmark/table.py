@@ -30,8 +30,11 @@ def rows(outcome: Any) -> list[dict[str, Any]]:
     """One row per model: metrics with 95% CIs, seeds, and the paper's own value."""
     table = []
     for result in outcome.results:
-        row: dict[str, Any] = {"model": paper_label(result.model), "registry name": result.model,
-                               "seeds": len(result.runs)}
+        row: dict[str, Any] = {
+            "model": paper_label(result.model),
+            "registry name": result.model,
+            "seeds": len(result.runs),
+        }
         for metric in METRICS:
             row[metric] = _cell(result, metric)
             row[f"paper {metric}"] = f"{result.paper[metric]:.4f}" if result.paper else ""
@@ -49,8 +52,11 @@ def markdown(outcome: Any) -> str:
     for row in table:
         cells = [row["model"], *[row[m] for m in METRICS], *[row[f"paper {m}"] for m in METRICS]]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Metrics on the test split, mean over seeds, [95% bootstrap CI over test groups]. "
-              "Paper: Kim & Kang (2023), Table 3, on their own (private) data."]
+    lines += [
+        "",
+        "Metrics on the test split, mean over seeds, [95% bootstrap CI over test groups]. "
+        "Paper: Kim & Kang (2023), Table 3, on their own (private) data.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -72,8 +78,15 @@ def bar_chart(outcome: Any, path: Path) -> Path:
         offset = x + (i - (len(results) - 1) / 2) * width
         ax.bar(offset, values, width, yerr=[lows, highs], capsize=2, label=paper_label(result.model))
         if result.paper:
-            ax.scatter(offset, [result.paper[m] for m in METRICS], marker="_", s=120, color="black",
-                       zorder=3, label="paper" if i == 0 else None)
+            ax.scatter(
+                offset,
+                [result.paper[m] for m in METRICS],
+                marker="_",
+                s=120,
+                color="black",
+                zorder=3,
+                label="paper" if i == 0 else None,
+            )
     ax.set_xticks(x, [m.capitalize() for m in METRICS])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test split")
@@ -90,8 +103,12 @@ def bar_chart(outcome: Any, path: Path) -> Path:
 def write_outputs(outcome: Any, base: RaylungConfig) -> dict[str, Path]:
     out = outcome.experiment.local / "benchmark"
     out.mkdir(parents=True, exist_ok=True)
-    files = {"markdown": out / "table3.md", "csv": out / "table3.csv", "json": out / "table3.json",
-             "chart": out / "table3.png"}
+    files = {
+        "markdown": out / "table3.md",
+        "csv": out / "table3.csv",
+        "json": out / "table3.json",
+        "chart": out / "table3.png",
+    }
     files["markdown"].write_text(markdown(outcome))
     table = rows(outcome)
     if table:
@@ -100,9 +117,13 @@ def write_outputs(outcome: Any, base: RaylungConfig) -> dict[str, Path]:
         writer.writeheader()
         writer.writerows(table)
         files["csv"].write_text(buffer.getvalue())
-    files["json"].write_text(json.dumps(
-        {"synthetic": outcome.synthetic, "results": [asdict(r) for r in outcome.results]}, indent=1, default=str
-    ))
+    files["json"].write_text(
+        json.dumps(
+            {"synthetic": outcome.synthetic, "results": [asdict(r) for r in outcome.results]},
+            indent=1,
+            default=str,
+        )
+    )
     bar_chart(outcome, files["chart"])
     _log_wandb(outcome, base, files)
     return files
@@ -114,16 +135,27 @@ def _log_wandb(outcome: Any, base: RaylungConfig, files: dict[str, Path]) -> Non
         return
     import wandb
 
-    run = start_run(**init_kwargs(base.wandb, mode, outcome.experiment.wandb_dir,
-                                  group=outcome.experiment.name, name=f"{outcome.experiment.name}-table3",
-                                  job_type="benchmark"))
+    run = start_run(
+        **init_kwargs(
+            base.wandb,
+            mode,
+            outcome.experiment.wandb_dir,
+            group=outcome.experiment.name,
+            name=f"{outcome.experiment.name}-table3",
+            job_type="benchmark",
+        )
+    )
     if run is None:
         return
     table = rows(outcome)
     if table:
         columns = list(table[0])
-        run.log({"table3": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table]),
-                 "table3_chart": wandb.Image(str(files["chart"]))})
+        run.log(
+            {
+                "table3": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table]),
+                "table3_chart": wandb.Image(str(files["chart"])),
+            }
+        )
     run.finish()
 
 
@@ -131,7 +163,10 @@ def print_table(outcome: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Table 3 on your data (test split, 95% CI)" + (f" — {SYNTHETIC_NOTE}" if outcome.synthetic else ""))
+    table = Table(
+        title="Table 3 on your data (test split, 95% CI)"
+        + (f" — {SYNTHETIC_NOTE}" if outcome.synthetic else "")
+    )
     for column in ("Model", *[m.capitalize() for m in METRICS], "Paper F1"):
         table.add_column(column)
     for row in rows(outcome):

@@ -11,7 +11,9 @@ from raylung.cli.options import ADDRESS_OPTION, RESOURCE_WAIT_OPTION, SET_OPTION
 
 
 def benchmark(
-    space: Path = typer.Argument(..., help="A config whose model.name lists the models (search_spaces/baselines.yaml)."),
+    space: Path = typer.Argument(
+        ..., help="A config whose model.name lists the models (search_spaces/baselines.yaml)."
+    ),
     set_: list[str] | None = SET_OPTION,
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated training seeds, e.g. 0,1,2."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs."),
@@ -30,8 +32,9 @@ def benchmark(
     except ValueError:
         raise ConfigError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
     loaded = load_config(space, list(set_ or []))
-    outcome = run_benchmark(loaded, seed_list, RayTarget(address=address, resource_wait_s=resource_wait),
-                            n_boot=n_boot)
+    outcome = run_benchmark(
+        loaded, seed_list, RayTarget(address=address, resource_wait_s=resource_wait), n_boot=n_boot
+    )
     print_table(outcome)
     console = Console()
     for kind, path in outcome.files.items():

@@ -18,11 +18,19 @@ def train(
     gpus_per_worker: float | None = typer.Option(None, "--gpus-per-worker", help="GPUs per worker."),
     address: str | None = ADDRESS_OPTION,
     resource_wait: float | None = RESOURCE_WAIT_OPTION,
-    output: str | None = typer.Option(None, "--output", "-o", help="Run directory (default: a new one under experiment.storage)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="Run directory (default: a new one under experiment.storage)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --output from its last checkpoint."
+    ),
     best: bool = typer.Option(False, "--best", help="Retrain the best config of a tune experiment."),
-    experiment: str | None = typer.Option(None, "--experiment", "-e", help="With --best: the experiment directory (default: the most recent)."),
-    storage: str = typer.Option("experiments", "--storage", help="With --best and no --experiment: where to look for experiments."),
+    experiment: str | None = typer.Option(
+        None, "--experiment", "-e", help="With --best: the experiment directory (default: the most recent)."
+    ),
+    storage: str = typer.Option(
+        "experiments", "--storage", help="With --best and no --experiment: where to look for experiments."
+    ),
     full: bool = typer.Option(False, "--full", help="With --best: train on train+validation."),
 ) -> None:
     """Train one model with Ray Train (DDP over --num-workers), then export its best epoch."""

@@ -15,7 +15,9 @@ def tune(
     set_: list[str] | None = SET_OPTION,
     address: str | None = ADDRESS_OPTION,
     resource_wait: float | None = RESOURCE_WAIT_OPTION,
-    storage: str | None = typer.Option(None, "--storage", help="Experiment storage: a path or a URI (s3://...)."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Experiment storage: a path or a URI (s3://...)."
+    ),
     num_samples: int | None = typer.Option(None, "--num-samples", "-n", help="Number of trials."),
     resume: str | None = typer.Option(None, "--resume", help="Continue the experiment in this directory."),
 ) -> None:
@@ -48,7 +50,9 @@ def tune(
     else:
         console.print("[red]no trial reported a result[/]")
     if outcome.wandb_dirs:
-        console.print(f"W&B offline runs: {outcome.experiment.wandb_dir}  (upload with `wandb sync --sync-all` there)")
+        console.print(
+            f"W&B offline runs: {outcome.experiment.wandb_dir}  (upload with `wandb sync --sync-all` there)"
+        )
     console.print("retrain and test the best configuration with: raylung train --best")
 
 

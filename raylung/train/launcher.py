@@ -83,8 +83,7 @@ def _fits(cfg: RaylungConfig, nodes: list[dict[str, float]]) -> bool:
     """Whether the worker group could ever be placed on these nodes' total resources."""
     need = scaling_config(cfg).resources_per_worker
     per_node = [
-        min(int(res.get(key, 0) // amount) for key, amount in need.items() if amount > 0)
-        for res in nodes
+        min(int(res.get(key, 0) // amount) for key, amount in need.items() if amount > 0) for res in nodes
     ]
     workers = cfg.resources.num_workers
     strategy = cfg.resources.placement_strategy
@@ -115,13 +114,8 @@ def check_resources(cfg: RaylungConfig, wait_s: float = 0.0) -> None:
             if asked:  # the nodes are up: withdraw the request, or it pins them forever
                 _request_resources([])
             return
-        have = "; ".join(
-            f"CPU {r.get('CPU', 0):g} GPU {r.get('GPU', 0):g}" for r in nodes
-        ) or "no live nodes"
-        wanted = (
-            f"{cfg.resources.num_workers} worker(s) x {need} "
-            f"({cfg.resources.placement_strategy})"
-        )
+        have = "; ".join(f"CPU {r.get('CPU', 0):g} GPU {r.get('GPU', 0):g}" for r in nodes) or "no live nodes"
+        wanted = f"{cfg.resources.num_workers} worker(s) x {need} ({cfg.resources.placement_strategy})"
         if time.monotonic() >= deadline:
             raise ClusterError(
                 f"the cluster cannot place {wanted}; nodes have: {have}. Lower "
@@ -132,8 +126,9 @@ def check_resources(cfg: RaylungConfig, wait_s: float = 0.0) -> None:
         if not asked:
             asked = True
             _request_resources([dict(need)] * cfg.resources.num_workers)
-            log.warning("waiting up to %.0f s for the cluster to offer %s (nodes have: %s)",
-                        wait_s, wanted, have)
+            log.warning(
+                "waiting up to %.0f s for the cluster to offer %s (nodes have: %s)", wait_s, wanted, have
+            )
         time.sleep(2.0)
 
 
@@ -162,7 +157,10 @@ def _request_resources(bundles: list[dict[str, float]]) -> None:
 
 
 def _trainer(
-    cfg: RaylungConfig, location: RunLocation, loop_config: dict[str, Any], callbacks: list,
+    cfg: RaylungConfig,
+    location: RunLocation,
+    loop_config: dict[str, Any],
+    callbacks: list,
     resource_wait_s: float,
 ):
     from ray.train import CheckpointConfig, RunConfig
@@ -227,7 +225,9 @@ def _explain_failure(exc: Exception, location: RunLocation, resume_hint: str | N
 
     cause = str(exc).strip().splitlines()
     summary = next((line for line in reversed(cause) if line.strip()), type(exc).__name__)
-    message = f"training failed ({type(exc).__name__}: {summary[:400]}). Checkpoints are kept in {location.path}"
+    message = (
+        f"training failed ({type(exc).__name__}: {summary[:400]}). Checkpoints are kept in {location.path}"
+    )
     if resume_hint:
         message += f"; once the cause is fixed, continue with `{resume_hint}`"
     return RaylungTrainingFailed(message)

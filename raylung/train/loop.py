@@ -128,8 +128,14 @@ def train_one_epoch(
         images_seen += images.shape[0]
         elapsed = time.perf_counter() - start
         reporter.step(
-            StepUpdate(epoch + 1, cfg.train.epochs, step, steps, total_loss / images_seen,
-                       images_seen * ray.train.get_context().get_world_size() / max(elapsed, 1e-9)),
+            StepUpdate(
+                epoch + 1,
+                cfg.train.epochs,
+                step,
+                steps,
+                total_loss / images_seen,
+                images_seen * ray.train.get_context().get_world_size() / max(elapsed, 1e-9),
+            ),
             force=step == steps,
         )
         if step >= steps:
@@ -195,8 +201,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     mode = cfg.train.monitor_mode
     nodes = count_nodes()
     if rank == 0:
-        log.info("training on %d worker(s) on %d node(s), %s, %d train / %d validation images",
-                 world, nodes, precision.describe(), len(train_set), len(val_set))
+        log.info(
+            "training on %d worker(s) on %d node(s), %s, %d train / %d validation images",
+            world,
+            nodes,
+            precision.describe(),
+            len(train_set),
+            len(val_set),
+        )
 
     while state.epoch < cfg.train.epochs and not state.stopped_early:
         epoch = state.epoch
@@ -231,7 +243,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
     if wandb_run is not None:
-        wandb_run.summary.update({"best_epoch": state.best_epoch, f"best_{cfg.train.monitor}": state.best_metric})
+        wandb_run.summary.update(
+            {"best_epoch": state.best_epoch, f"best_{cfg.train.monitor}": state.best_metric}
+        )
         wandb_run.finish()
         import wandb
 

@@ -47,10 +47,15 @@ def _wandb_kwargs(cfg: RaylungConfig, directory: Path, name: str, job_type: str)
     if mode == "disabled":
         return None
     return init_kwargs(
-        cfg.wandb, mode, directory / "wandb", group=cfg.wandb.group or cfg.experiment.name,
+        cfg.wandb,
+        mode,
+        directory / "wandb",
+        group=cfg.wandb.group or cfg.experiment.name,
         # Stable across processes, so a resumed run continues the same W&B run.
-        name=name, run_id=f"{name}-{hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
-        config=cfg.model_dump(mode="json"), job_type=job_type,
+        name=name,
+        run_id=f"{name}-{hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
+        config=cfg.model_dump(mode="json"),
+        job_type=job_type,
     )
 
 
@@ -92,20 +97,42 @@ def train(
         cfg = prepare_splits(cfg, experiment.path)
         (experiment.local / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
         experiment.sync_up()
-    return _run(cfg, target, experiment, RunLocation(experiment.path, RUN_NAME), experiment.local,
-                progress=progress, job_type=job_type, resume_hint=f"raylung train --output {experiment.path} --resume")
+    return _run(
+        cfg,
+        target,
+        experiment,
+        RunLocation(experiment.path, RUN_NAME),
+        experiment.local,
+        progress=progress,
+        job_type=job_type,
+        resume_hint=f"raylung train --output {experiment.path} --resume",
+    )
 
 
 def _run(
-    cfg: RaylungConfig, target: RayTarget, experiment: Experiment, location: RunLocation, directory: Path,
-    *, progress: bool, job_type: str, resume_hint: str, keep: str = "best",
+    cfg: RaylungConfig,
+    target: RayTarget,
+    experiment: Experiment,
+    location: RunLocation,
+    directory: Path,
+    *,
+    progress: bool,
+    job_type: str,
+    resume_hint: str,
+    keep: str = "best",
 ) -> TrainOutcome:
     """Fit on the cluster, finish locally in `directory`, mirror to the experiment's storage."""
     connect(target)
     check_resources(cfg, target.wait_s)
     wandb_kwargs = _wandb_kwargs(cfg, directory, directory.name, job_type)
-    result = fit(cfg, location, wandb_kwargs=wandb_kwargs, progress=progress,
-                 resume_hint=resume_hint, resource_wait_s=target.wait_s)
+    result = fit(
+        cfg,
+        location,
+        wandb_kwargs=wandb_kwargs,
+        progress=progress,
+        resume_hint=resume_hint,
+        resource_wait_s=target.wait_s,
+    )
     outcome = _finish(cfg, directory, result, wandb_kwargs, keep=keep)
     experiment.sync_up()
     return outcome
@@ -120,7 +147,9 @@ def _finish(
 
     monitor, mode = cfg.train.monitor, cfg.train.monitor_mode
     checkpoint = result.get_best_checkpoint(monitor, mode) if keep == "best" else result.checkpoint
-    best_metrics = next((m for c, m in result.best_checkpoints if checkpoint and c.path == checkpoint.path), {})
+    best_metrics = next(
+        (m for c, m in result.best_checkpoints if checkpoint and c.path == checkpoint.path), {}
+    )
     history = _history(result)
     export = None
     if checkpoint is not None:
@@ -131,7 +160,9 @@ def _finish(
     (directory / "metrics.json").write_text(
         json.dumps({"final": result.metrics, "best": best_metrics, "history": history}, indent=1, default=str)
     )
-    wandb_dirs = offline_run_dirs(directory / "wandb") if wandb_kwargs and wandb_kwargs["mode"] == "offline" else []
+    wandb_dirs = (
+        offline_run_dirs(directory / "wandb") if wandb_kwargs and wandb_kwargs["mode"] == "offline" else []
+    )
     return TrainOutcome(directory, cfg, result.metrics, best_metrics, export, history, wandb_dirs)
 
 
@@ -172,9 +203,17 @@ def retrain_best(
     # Same split as the search: the retrain is evaluated on the test split no trial has seen.
     (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
     location = RunLocation(experiment.file(name), RUN_NAME)
-    outcome = _run(cfg, target, experiment, location, directory, progress=progress, job_type="retrain",
-                   resume_hint=f"raylung train --output {experiment.file(name)} --resume",
-                   keep="last" if full else "best")
+    outcome = _run(
+        cfg,
+        target,
+        experiment,
+        location,
+        directory,
+        progress=progress,
+        job_type="retrain",
+        resume_hint=f"raylung train --output {experiment.file(name)} --resume",
+        keep="last" if full else "best",
+    )
     if outcome.export is not None:
         from raylung.explain import explain_test_sample
         from raylung.train.evaluate import evaluate
@@ -197,12 +236,19 @@ def _train_on_train_and_validation(cfg: RaylungConfig, best: dict, experiment: E
     from raylung.data import SplitSet
 
     splits = SplitSet.load(cfg.data.splits_file)
-    merged = SplitSet({"train": splits["train"] + splits["validation"], "validation": splits["validation"],
-                       "test": splits["test"]})
+    merged = SplitSet(
+        {
+            "train": splits["train"] + splits["validation"],
+            "validation": splits["validation"],
+            "test": splits["test"],
+        }
+    )
     path = experiment.file("splits_full.csv")
     merged.save(path)
     data = cfg.data.model_copy(update={"splits_file": path})
-    train = cfg.train.model_copy(update={"epochs": int(best.get("epoch") or cfg.train.epochs), "patience": None})
+    train = cfg.train.model_copy(
+        update={"epochs": int(best.get("epoch") or cfg.train.epochs), "patience": None}
+    )
     return cfg.model_copy(update={"data": data, "train": train})
 
 
@@ -218,8 +264,11 @@ def _log_retrain_results(wandb_kwargs: dict | None, outcome: TrainOutcome) -> No
     if run is None:
         return
     run.summary.update({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
-    images = {name: outcome.evaluation.files[name] for name in ("confusion_matrix", "roc")
-              if name in outcome.evaluation.files}
+    images = {
+        name: outcome.evaluation.files[name]
+        for name in ("confusion_matrix", "roc")
+        if name in outcome.evaluation.files
+    }
     images.update({f"explain/{p.stem}": p for p in outcome.explanations})
     run.log({key: wandb.Image(str(path)) for key, path in images.items()})
     run.finish()

@@ -66,7 +66,11 @@ def checkpoint_history(experiment: Experiment, trial_id: str) -> list[dict[str, 
 
 
 def summarize_trial(
-    result: Any, space: SearchSpace, metric: str, mode: str, max_epochs: int,
+    result: Any,
+    space: SearchSpace,
+    metric: str,
+    mode: str,
+    max_epochs: int,
     experiment: Experiment | None = None,
 ) -> TrialSummary:
     """One Tune ``Result`` -> a summary row (history from the trial's checkpoint if given)."""
@@ -146,7 +150,10 @@ def export_best(
     if metrics.get(metric) != best.best_value:
         log.warning(
             "best checkpoint of %s has %s=%s, but the best reported epoch had %s",
-            best.trial_id, metric, metrics.get(metric), best.best_value,
+            best.trial_id,
+            metric,
+            metrics.get(metric),
+            best.best_value,
         )
     with checkpoint.as_directory() as directory:
         export = export_checkpoint(Path(directory), experiment.best_export, metrics=metrics)
@@ -173,8 +180,12 @@ def table_rows(trials: list[TrialSummary], space: SearchSpace, metric: str) -> l
         for path in space.paths:
             row[path] = t.params.get(path, "")
         row.update(
-            {f"best {metric}": t.best_value, "best epoch": t.best_epoch, "epochs": t.epochs,
-             "status": t.status}
+            {
+                f"best {metric}": t.best_value,
+                "best epoch": t.best_epoch,
+                "epochs": t.epochs,
+                "status": t.status,
+            }
         )
         rows.append(row)
     return rows
@@ -203,7 +214,9 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def print_table(trials: list[TrialSummary], space: SearchSpace, metric: str, best: TrialSummary | None) -> None:
+def print_table(
+    trials: list[TrialSummary], space: SearchSpace, metric: str, best: TrialSummary | None
+) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -18,7 +18,9 @@ from raylung.config.search_space import SearchSpace
 log = logging.getLogger(__name__)
 
 
-def make_sampler(kind: str, seed: int, n_startup_trials: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    kind: str, seed: int, n_startup_trials: int, space: SearchSpace
+) -> optuna.samplers.BaseSampler:
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "grid":
@@ -30,8 +32,18 @@ def make_sampler(kind: str, seed: int, n_startup_trials: int, space: SearchSpace
 class ResumableOptunaSearch(OptunaSearch):
     """OptunaSearch over a raylung SearchSpace, reseeded on restore."""
 
-    def __init__(self, space: SearchSpace, *, sampler: str, storage_url: str, study_name: str,
-                 seed: int, n_startup_trials: int, metric: str, mode: str) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        sampler: str,
+        storage_url: str,
+        study_name: str,
+        seed: int,
+        n_startup_trials: int,
+        metric: str,
+        mode: str,
+    ) -> None:
         self._base_seed = seed
         self._n_startup_trials = n_startup_trials
         self._sampler_kind = sampler

@@ -28,9 +28,15 @@ def plot_trials(trials: list[TrialSummary], metric: str, path: Path, best: Trial
         epochs = [row["epoch"] for row in trial.history]
         values = [row.get(metric) for row in trial.history]
         is_best = best is not None and trial.trial_id == best.trial_id
-        ax.plot(epochs, values, marker="o", markersize=3, linewidth=2.5 if is_best else 1,
-                alpha=1.0 if is_best else 0.6,
-                label=f"{trial.trial_id} ({trial.status})" + (" best" if is_best else ""))
+        ax.plot(
+            epochs,
+            values,
+            marker="o",
+            markersize=3,
+            linewidth=2.5 if is_best else 1,
+            alpha=1.0 if is_best else 0.6,
+            label=f"{trial.trial_id} ({trial.status})" + (" best" if is_best else ""),
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"Trials: {metric} per epoch")
@@ -61,8 +67,12 @@ def log_wandb_summary(
     from raylung.tracking import init_kwargs, start_run
 
     kwargs = init_kwargs(
-        base.wandb, mode, experiment.wandb_dir, group=experiment.name,
-        name=f"{experiment.name}-summary", job_type="summary",
+        base.wandb,
+        mode,
+        experiment.wandb_dir,
+        group=experiment.name,
+        name=f"{experiment.name}-summary",
+        job_type="summary",
         config={"search_space": space.to_json(), "base": base.model_dump(mode="json")},
     )
     run = start_run(**kwargs)
@@ -71,14 +81,26 @@ def log_wandb_summary(
     rows = table_rows(trials, space, base.search_metric)
     if rows:
         columns = list(rows[0])
-        run.log({"trials": wandb.Table(
-            columns=columns, data=[[_cell(r[c]) for c in columns] for r in rows], allow_mixed_types=True
-        )})
+        run.log(
+            {
+                "trials": wandb.Table(
+                    columns=columns,
+                    data=[[_cell(r[c]) for c in columns] for r in rows],
+                    allow_mixed_types=True,
+                )
+            }
+        )
     for plot in plots:
         run.log({plot.stem: wandb.Image(str(plot))})
     if best:
-        run.summary.update({"best_trial": best["trial_id"], f"best_{best['metric']}": best["value"],
-                            "best_epoch": best["epoch"], **{f"best/{k}": v for k, v in best["params"].items()}})
+        run.summary.update(
+            {
+                "best_trial": best["trial_id"],
+                f"best_{best['metric']}": best["value"],
+                "best_epoch": best["epoch"],
+                **{f"best/{k}": v for k, v in best["params"].items()},
+            }
+        )
     run_dir = Path(run.dir).parent
     run.finish()
     return run_dir

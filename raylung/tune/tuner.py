@@ -70,8 +70,9 @@ def check_grid(loaded: LoadedConfig) -> None:
     where = loaded.source.where("search.sampler")
     ranged = [d.path for d in loaded.space.distributions if d.kind != "choice" or d.when]
     if ranged:
-        raise ConfigError(f"{where}: search.sampler grid needs unconditional `choice` parameters; "
-                          f"not: {', '.join(ranged)}")
+        raise ConfigError(
+            f"{where}: search.sampler grid needs unconditional `choice` parameters; not: {', '.join(ranged)}"
+        )
     size = math.prod(len(d.choices) for d in loaded.space.distributions)
     if search.num_samples != size:
         raise ConfigError(f"{where}: the grid has {size} combinations; set search.num_samples: {size}")
@@ -96,7 +97,9 @@ def default_concurrency(base: RaylungConfig) -> int:
     per_trial_cpu = base.resources.num_workers * base.resources.cpus_per_worker
     fits = math.floor(total.get("CPU", 0) / per_trial_cpu + 1e-9)
     if total.get("GPU", 0) and base.resources.use_gpu is not False:
-        fits = min(fits, math.floor(total["GPU"] / (base.resources.num_workers * base.resources.gpus_per_worker)))
+        fits = min(
+            fits, math.floor(total["GPU"] / (base.resources.num_workers * base.resources.gpus_per_worker))
+        )
     return max(1, fits)
 
 
