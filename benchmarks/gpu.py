@@ -70,7 +70,7 @@ class Case:
     batch: int
     precision: str  # fp32 | bf16
     layout: str  # contiguous | channels_last
-    mode: str  # eager | compile
+    mode: str  # eager | compile | plain (eager with raylung's eager-training kernels off)
 
     @property
     def label(self) -> str:
@@ -88,11 +88,25 @@ def peak_tflops(device_name: str, override: float | None = None) -> tuple[float 
 
 
 def build_plan(
-    models: list[str], batches: list[int], compile_batches: list[int], compile_: bool = True,
+    models: list[str],
+    batches: list[int],
+    compile_batches: list[int],
+    compile_: bool = True,
 ) -> list[Case]:
-    """Every case, most useful first; models alternate so a cut-off budget keeps both."""
-    eager_order = (("bf16", "channels_last"), ("fp32", "contiguous"), ("bf16", "contiguous"), ("fp32", "channels_last"))
+    """Every case, most useful first; models alternate so a cut-off budget keeps both.
+
+    The fp32 channels_last eager case of each ResNet-ours model is repeated with raylung's
+    eager-training kernels off ("plain"): autocast bypasses those kernels, fp32 does not.
+    """
+    eager_order = (
+        ("bf16", "channels_last"),
+        ("fp32", "contiguous"),
+        ("bf16", "contiguous"),
+        ("fp32", "channels_last"),
+    )
     plan = [Case(m, b, p, layout, "eager") for p, layout in eager_order for b in batches for m in models]
+    ours = [m for m in models if m.startswith("resnet_ours")]
+    plan += [Case(m, b, "fp32", "channels_last", "plain") for b in compile_batches for m in ours]
     if compile_:
         plan += [Case(m, b, "bf16", "channels_last", "compile") for b in compile_batches for m in models]
     return plan
@@ -123,12 +137,15 @@ def train_gflops(model_name: str, height: int, width: int) -> float:
     return 3.0 * gflops(model, (1, 3, height, width))
 
 
-def run_case(case: Case, height: int, width: int, device, steps: int, warmup: int, min_time_s: float) -> dict[str, Any]:
+def run_case(
+    case: Case, height: int, width: int, device, steps: int, warmup: int, min_time_s: float
+) -> dict[str, Any]:
     """Time `case`'s training step; compile time is the first step's excess over a steady one."""
     import torch
     from torch import nn
 
     from raylung.models import create_model
+    from raylung.models.layers import eager_kernels
 
     cuda = device.type == "cuda"
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
@@ -149,7 +166,7 @@ def run_case(case: Case, height: int, width: int, device, steps: int, warmup: in
         return contextlib.nullcontext()
 
     def step() -> None:
-        with autocast():
+        with autocast(), eager_kernels(case.mode != "plain"):
             logits = forward(images).reshape(-1)
             loss = loss_fn(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -180,8 +197,7 @@ def run_case(case: Case, height: int, width: int, device, steps: int, warmup: in
         "compile_s": max(0.0, first_s - step_s) if case.mode == "compile" else None,
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
     }
-    del forward, model, optimizer, images, labels
-    return result
+    return result  # the model, optimizer and batch go with this frame
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,14 +206,39 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     speed = {(r["model"], r["batch"], r["precision"], r["layout"], r["mode"]): r["images_per_s"] for r in ok}
     summary: dict[str, Any] = {"best": {}, "speedups": []}
     for model in dict.fromkeys(r["model"] for r in ok):
-        best = max((r for r in ok if r["model"] == model), key=lambda r: r["images_per_s"])
-        summary["best"][model] = {k: best[k] for k in ("batch", "precision", "layout", "mode", "images_per_s", "mfu")}
+        best = max(
+            (r for r in ok if r["model"] == model and r["mode"] != "plain"), key=lambda r: r["images_per_s"]
+        )
+        summary["best"][model] = {
+            k: best[k] for k in ("batch", "precision", "layout", "mode", "images_per_s", "mfu")
+        }
     switches = (
-        ("bf16 / fp32 (channels_last)", ("bf16", "channels_last", "eager"), ("fp32", "channels_last", "eager")),
+        (
+            "bf16 / fp32 (channels_last)",
+            ("bf16", "channels_last", "eager"),
+            ("fp32", "channels_last", "eager"),
+        ),
         ("bf16 / fp32 (contiguous)", ("bf16", "contiguous", "eager"), ("fp32", "contiguous", "eager")),
-        ("channels_last / contiguous (bf16)", ("bf16", "channels_last", "eager"), ("bf16", "contiguous", "eager")),
-        ("bf16 channels_last / fp32 contiguous", ("bf16", "channels_last", "eager"), ("fp32", "contiguous", "eager")),
-        ("compile / eager (bf16 channels_last)", ("bf16", "channels_last", "compile"), ("bf16", "channels_last", "eager")),
+        (
+            "channels_last / contiguous (bf16)",
+            ("bf16", "channels_last", "eager"),
+            ("bf16", "contiguous", "eager"),
+        ),
+        (
+            "bf16 channels_last / fp32 contiguous",
+            ("bf16", "channels_last", "eager"),
+            ("fp32", "contiguous", "eager"),
+        ),
+        (
+            "compile / eager (bf16 channels_last)",
+            ("bf16", "channels_last", "compile"),
+            ("bf16", "channels_last", "eager"),
+        ),
+        (
+            "raylung kernels / plain autograd (fp32)",
+            ("fp32", "channels_last", "eager"),
+            ("fp32", "channels_last", "plain"),
+        ),
     )
     for model, batch in dict.fromkeys((r["model"], r["batch"]) for r in ok):
         for name, new, old in switches:
@@ -206,31 +247,46 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 summary["speedups"].append({"model": model, "batch": batch, "switch": name, "ratio": a / b})
     models = list(summary["best"])
     if len(models) == 2:  # e.g. resnet_ours50 against resnet50, config by config
-        ratios = [speed[(models[0], *k[1:])] / speed[(models[1], *k[1:])]
-                  for k in speed if k[0] == models[0] and (models[1], *k[1:]) in speed]
+        ratios = [
+            speed[(models[0], *k[1:])] / speed[(models[1], *k[1:])]
+            for k in speed
+            if k[0] == models[0] and (models[1], *k[1:]) in speed
+        ]
         if ratios:
             summary[f"{models[0]} / {models[1]} images/s (median over configs)"] = statistics.median(ratios)
     return summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--models", nargs="+", default=None, help=f"default {' '.join(DEFAULT_MODELS)}")
     parser.add_argument("--batches", type=int, nargs="+", default=None, help="default 8 32 64 128")
     parser.add_argument("--compile-batches", type=int, nargs="*", default=None, help="default 64")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--height", type=int, default=None, help="default 240 (32 with --dry-run)")
     parser.add_argument("--width", type=int, default=None, help="default 320 (48 with --dry-run)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per case (more while under --min-time)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed steps per case (more while under --min-time)"
+    )
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps after the first")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed steps per case, at least")
+    parser.add_argument(
+        "--min-time", type=float, default=1.0, help="seconds of timed steps per case, at least"
+    )
     parser.add_argument("--max-minutes", type=float, default=5.0, help="stop starting cases after this")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s of the GPU")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN autotune convolutions")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="no GPU: run the plan's eager cases on CPU at tiny size, one step each")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default $OUT/gpu.json or benchmarks/results/)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="no GPU: run the plan's eager cases on CPU at tiny size, one step each",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default $OUT/gpu.json or benchmarks/results/)"
+    )
     args = parser.parse_args(argv)
     args.models = args.models or list(DEFAULT_MODELS)
     args.batches = args.batches or ([2] if args.dry_run else list(DEFAULT_BATCHES))
@@ -251,8 +307,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
-        sys.exit("benchmarks/gpu.py needs a CUDA GPU and torch.cuda.is_available() is False here; "
-                 "run it on a GPU machine, or check the plan on CPU with --dry-run")
+        sys.exit(
+            "benchmarks/gpu.py needs a CUDA GPU and torch.cuda.is_available() is False here; "
+            "run it on a GPU machine, or check the plan on CPU with --dry-run"
+        )
     threads = torch.get_num_threads()
     if args.dry_run:  # checks code paths, not speed: one thread stays quick on a busy CPU
         torch.set_num_threads(1)
@@ -279,39 +337,88 @@ def _run(args: argparse.Namespace, torch) -> dict[str, Any]:
             row.update(status="skipped: --max-minutes")
         else:
             try:
-                row.update(run_case(case, args.height, args.width, device, args.steps, args.warmup, args.min_time))
+                row.update(
+                    run_case(case, args.height, args.width, device, args.steps, args.warmup, args.min_time)
+                )
                 row["tflops"] = row["images_per_s"] * flops[case.model] / 1e3
                 row["mfu"] = mfu(row["images_per_s"], flops[case.model], peak)
             except torch.OutOfMemoryError:
                 row.update(status="out of memory")
             except Exception as exc:  # noqa: BLE001 - e.g. a compiler error: keep the other cases
-                row.update(status=f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+                first_line = str(exc).splitlines()[0][:160] if str(exc) else ""
+                row.update(status=f"error: {type(exc).__name__}: {first_line}")
             if case.mode == "compile":
                 torch._dynamo.reset()
             if device.type == "cuda":  # after the except block, whose traceback held the tensors
                 gc.collect()
                 torch.cuda.empty_cache()
         rows.append(row)
-        print(f"{case.label}: {row['status']}" + (f", {row['images_per_s']:.1f} images/s" if row["status"] == "ok" else ""),
-              flush=True)
+        print(
+            f"{case.label}: {row['status']}"
+            + (f", {row['images_per_s']:.1f} images/s" if row["status"] == "ok" else ""),
+            flush=True,
+        )
     summary = summarize(rows)
-    table = [[r["model"], r["batch"], r["precision"], r["layout"], r["mode"],
-              *((r["step_s"] * 1e3, r["images_per_s"], r["tflops"],
-                 f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a",
-                 r["peak_memory_gb"] if r["peak_memory_gb"] is not None else "n/a",
-                 r["compile_s"] if r["compile_s"] is not None else "")
-                if r["status"] == "ok" else ("", "", "", "", "", r["status"]))] for r in rows]
-    print_table(f"train step, 3x{args.height}x{args.width}, {name}, peak {peak} TFLOP/s bf16 ({peak_source})",
-                ["model", "batch", "precision", "layout", "mode", "step ms", "images/s", "TFLOP/s", "MFU",
-                 "peak mem GB", "compile s / status"], table)
-    print_table("speed-ups", ["model", "batch", "switch", "ratio"],
-                [[s["model"], s["batch"], s["switch"], s["ratio"]] for s in summary["speedups"]])
-    settings = {"cudnn_benchmark": torch.backends.cudnn.benchmark,
-                "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-                "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+    table = [
+        [
+            r["model"],
+            r["batch"],
+            r["precision"],
+            r["layout"],
+            r["mode"],
+            *(
+                (
+                    r["step_s"] * 1e3,
+                    r["images_per_s"],
+                    r["tflops"],
+                    f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a",
+                    r["peak_memory_gb"] if r["peak_memory_gb"] is not None else "n/a",
+                    r["compile_s"] if r["compile_s"] is not None else "",
+                )
+                if r["status"] == "ok"
+                else ("", "", "", "", "", r["status"])
+            ),
+        ]
+        for r in rows
+    ]
+    print_table(
+        f"train step, 3x{args.height}x{args.width}, {name}, peak {peak} TFLOP/s bf16 ({peak_source})",
+        [
+            "model",
+            "batch",
+            "precision",
+            "layout",
+            "mode",
+            "step ms",
+            "images/s",
+            "TFLOP/s",
+            "MFU",
+            "peak mem GB",
+            "compile s / status",
+        ],
+        table,
+    )
+    print_table(
+        "speed-ups",
+        ["model", "batch", "switch", "ratio"],
+        [[s["model"], s["batch"], s["switch"], s["ratio"]] for s in summary["speedups"]],
+    )
+    settings = {
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    payload = {"config": config, "device": name, "peak_bf16_tflops": peak, "peak_source": peak_source,
-               "settings": settings, "elapsed_s": time.monotonic() - start, "rows": rows, "summary": summary}
+    payload = {
+        "config": config,
+        "device": name,
+        "peak_bf16_tflops": peak,
+        "peak_source": peak_source,
+        "settings": settings,
+        "elapsed_s": time.monotonic() - start,
+        "rows": rows,
+        "summary": summary,
+    }
     save_json("gpu", payload, args.out)
     return payload
 

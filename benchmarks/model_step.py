@@ -3,9 +3,11 @@
 One step is forward + backward + ``Adam.step`` on a batch of random images at the paper's input
 (batch 8, 3x240x320, one logit, ``BCEWithLogitsLoss``), on the CPU with all cores. Models are
 interleaved within each repeat (the machine is shared and noisy) and the order rotates between
-repeats; the table gives the median and fastest step, the median's ratio to resnet50 and
-images per second. ``--reference`` adds ResNet-ours(50) with raylung's eager-training kernels
-switched off (plain autograd, the same mathematics) as a before/after check.
+repeats. The table gives the median and fastest step, the median's ratio to resnet50, images
+per second, and the median CPU time of the process per step (all threads; steadier than wall
+time when other processes share the cores) with its ratio. ``--reference`` adds ResNet-ours(50)
+with raylung's eager-training kernels switched off (plain autograd, the same mathematics) as a
+before/after check.
 
     python benchmarks/model_step.py                      # channels_last, 5 repeats
     python benchmarks/model_step.py --no-channels-last --repeats 3 --models resnet50 resnet_ours50
@@ -17,6 +19,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +59,9 @@ def make_step(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per model (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
@@ -85,27 +90,62 @@ def main(argv: list[str] | None = None) -> None:
             steps[label]()
 
     times: dict[str, list[float]] = {label: [] for label in steps}
+    cpu_times: dict[str, list[float]] = {label: [] for label in steps}
     labels = list(steps)
     for repeat in range(args.repeats):
         shift = repeat % len(labels)
         for label in labels[shift:] + labels[:shift]:  # rotate the order: no fixed neighbour
+            cpu_start = time.process_time()
             _, (seconds,) = median_seconds(steps[label], repeats=1, warmup=0)
+            cpu_times[label].append(time.process_time() - cpu_start)
             times[label].append(seconds)
 
     base = statistics.median(times["resnet50"]) if "resnet50" in times else None
+    cpu_base = statistics.median(cpu_times["resnet50"]) if "resnet50" in cpu_times else None
     rows = []
     results = {}
     for label in labels:
         median = statistics.median(times[label])
+        cpu = statistics.median(cpu_times[label])
         ratio = median / base if base else float("nan")
-        rows.append([label, params[label] / 1e6, median, min(times[label]), ratio, args.batch_size / median])
-        results[label] = {"params": params[label], "median_s": median, "times_s": times[label], "ratio_to_resnet50": ratio}
+        cpu_ratio = cpu / cpu_base if cpu_base else float("nan")
+        rows.append(
+            [
+                label,
+                params[label] / 1e6,
+                median,
+                min(times[label]),
+                ratio,
+                args.batch_size / median,
+                cpu,
+                cpu_ratio,
+            ]
+        )
+        results[label] = {
+            "params": params[label],
+            "median_s": median,
+            "min_s": min(times[label]),
+            "times_s": times[label],
+            "ratio_to_resnet50": ratio,
+            "cpu_median_s": cpu,
+            "cpu_ratio_to_resnet50": cpu_ratio,
+        }
     layout = "channels_last" if args.channels_last else "NCHW"
     title = (
         f"train step (fwd+bwd+Adam), batch {args.batch_size}, 3x{args.height}x{args.width}, "
         f"{layout}, {torch.get_num_threads()} threads, {args.repeats} repeats"
     )
-    print_table(title, ["model", "params (M)", "median s", "min s", "x resnet50", "images/s"], rows)
+    columns = [
+        "model",
+        "params (M)",
+        "median s",
+        "min s",
+        "x resnet50",
+        "images/s",
+        "CPU s",
+        "CPU x resnet50",
+    ]
+    print_table(title, columns, rows)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     save_json("model_step", {"config": config, "results": results}, args.out)
 

@@ -34,7 +34,17 @@ from harness import RESULTS_DIR, describe_machine  # noqa: E402
 # machine a 2-thread OpenMP region stalls whenever another process holds a core, which can
 # make a step 10x slower and the suite overrun; the ratio between models is what it reports.
 QUICK_FLAGS: dict[str, list[str]] = {
-    "model_step": ["--models", "resnet_ours50", "resnet50", "--repeats", "3", "--warmup", "1", "--threads", "1"],
+    "model_step": [
+        "--models",
+        "resnet_ours50",
+        "resnet50",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+    ],
     "data_loading": ["--images", "64", "--repeats", "1", "--step-repeats", "2"],
     "train_overhead": ["--quick"],
     "tune_overhead": ["--quick"],
@@ -56,8 +66,14 @@ def run_one(name: str, suite: Path, timeout_s: float) -> dict[str, Any]:
     print(f"== {name}: {' '.join(command(name, out)[1:])}", flush=True)
     try:
         with log.open("w") as handle:
-            done = subprocess.run(command(name, out), env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                  timeout=timeout_s, cwd=BENCH_DIR.parent)
+            done = subprocess.run(
+                command(name, out),
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+                cwd=BENCH_DIR.parent,
+            )
         status = "ok" if done.returncode == 0 and out.is_file() else f"failed (exit {done.returncode})"
     except subprocess.TimeoutExpired:
         status = f"timed out after {timeout_s:.0f} s"
@@ -73,16 +89,38 @@ Summary = tuple[list[str], list[list[Any]], dict[str, Any]]
 
 def summarize_model_step(data: dict[str, Any]) -> Summary:
     results = data["results"]
-    rows = [[name, r["params"] / 1e6, r["median_s"], r["ratio_to_resnet50"], data["config"]["batch_size"] / r["median_s"]]
-            for name, r in results.items()]
-    ratios = {f"{name} / resnet50 step time": r["ratio_to_resnet50"] for name, r in results.items() if name != "resnet50"}
+    rows = [
+        [
+            name,
+            r["params"] / 1e6,
+            r["median_s"],
+            r["ratio_to_resnet50"],
+            data["config"]["batch_size"] / r["median_s"],
+        ]
+        for name, r in results.items()
+    ]
+    ratios = {
+        f"{name} / resnet50 step time": r["ratio_to_resnet50"]
+        for name, r in results.items()
+        if name != "resnet50"
+    }
     return ["model", "params (M)", "median step s", "x resnet50", "images/s"], rows, ratios
 
 
 def summarize_data_loading(data: dict[str, Any]) -> Summary:
-    rows = [[r["source"], "on" if r["cache"] else "off", r["workers"], r["images_per_s"], r["ratio_to_train_step"]]
-            for r in data["loader"]]
-    rows.append([f"train step ({data['train_step']['model']})", "", "", data["train_step"]["images_per_s"], 1.0])
+    rows = [
+        [
+            r["source"],
+            "on" if r["cache"] else "off",
+            r["workers"],
+            r["images_per_s"],
+            r["ratio_to_train_step"],
+        ]
+        for r in data["loader"]
+    ]
+    rows.append(
+        [f"train step ({data['train_step']['model']})", "", "", data["train_step"]["images_per_s"], 1.0]
+    )
     slowest = min(r["ratio_to_train_step"] for r in data["loader"])
     ratios = {"slowest loader / train step": slowest, "loader >= 3x train step everywhere": slowest >= 3}
     return ["source", "cache", "loader workers", "images/s", "x train step"], rows, ratios
@@ -93,34 +131,78 @@ def summarize_train_overhead(data: dict[str, Any]) -> Summary:
     ratios: dict[str, Any] = {}
     if "overhead" in data:
         o = data["overhead"]
-        rows += [["(a) plain PyTorch wall s", o["plain"]["wall_s"]], ["(a) TorchTrainer 1 worker wall s", o["ray"]["wall_s"]],
-                 ["(a) Ray Train start-up s", o["ray"]["startup_s"]], ["(a) ray.train.report total s", o["ray"]["report_s"]],
-                 ["(a) teardown s", o["ray"]["teardown_s"]], ["(a) ray.init s", data.get("ray_init_s")]]
-        ratios.update({"overhead (wall difference / Ray wall)": o["fraction_direct"],
-                       "overhead (CPU-seconds difference / Ray CPU-seconds)": o.get("fraction_cpu"),
-                       "overhead (Ray-only phases / Ray wall)": o["fraction_ray_only"],
-                       "largest Ray-only part": o["dominant"]})
+        rows += [
+            ["(a) plain PyTorch wall s", o["plain"]["wall_s"]],
+            ["(a) TorchTrainer 1 worker wall s", o["ray"]["wall_s"]],
+            ["(a) Ray Train start-up s", o["ray"]["startup_s"]],
+            ["(a) ray.train.report total s", o["ray"]["report_s"]],
+            ["(a) teardown s", o["ray"]["teardown_s"]],
+            ["(a) ray.init s", data.get("ray_init_s")],
+        ]
+        ratios.update(
+            {
+                "overhead (wall difference / Ray wall)": o["fraction_direct"],
+                "overhead (CPU-seconds difference / Ray CPU-seconds)": o.get("fraction_cpu"),
+                "overhead (Ray-only phases / Ray wall)": o["fraction_ray_only"],
+                "largest Ray-only part": o["dominant"],
+            }
+        )
     if "scaling" in data:
         s = data["scaling"]
         rows += [[f"(b) {label}: train images/s", r["images_per_s"]] for label, r in s["runs"].items()]
-        ratios.update({"speedup 2 vs 1 worker": s["speedup"], "scaling efficiency": s["efficiency"]})
+        ratios.update(
+            {
+                "speedup 2 vs 1 worker": s["speedup"],
+                "scaling efficiency": s["efficiency"],
+                "work efficiency (images per CPU-second, 2 / 1 workers)": s.get("work_efficiency"),
+                "projected speedup with two free cores": s.get("projected_speedup_two_free_cores"),
+            }
+        )
     if "step_split" in data:
         sp = data["step_split"]
-        ratios.update({"step split: machine ceiling": sp["machine_ceiling"], "step split: batch effect": sp["batch_effect"],
-                       "step split: sync cost": sp["sync_cost"]})
+        ratios.update(
+            {
+                "step split: machine ceiling": sp["machine_ceiling"],
+                "step split: batch effect": sp["batch_effect"],
+                "step split: sync cost": sp["sync_cost"],
+            }
+        )
     return ["measure", "value"], rows, ratios
 
 
 def summarize_tune_overhead(data: dict[str, Any]) -> Summary:
-    rows = [[label, r["n_trials"], r["tune_wall_s"], r["sum_train_s"], r["sum_validate_s"], r["mean"]["overhead_s"],
-             r["mean"]["startup_s"], r["experiment_overhead_per_trial_s"]] for label, r in data["settings"].items()]
+    rows = [
+        [
+            label,
+            r["n_trials"],
+            r["tune_wall_s"],
+            r["sum_train_s"],
+            r["sum_validate_s"],
+            r["mean"]["overhead_s"],
+            r["mean"]["startup_s"],
+            r["experiment_overhead_per_trial_s"],
+        ]
+        for label, r in data["settings"].items()
+    ]
     ratios: dict[str, Any] = {}
     comparison = data.get("health_check") or {}
     for key in ("tune_wall_ratio", "tuner_run_ratio", "trial_overhead_s_saved", "trial_teardown_s_saved"):
         if key in comparison:
             ratios[f"2 s vs 0.25 s health check: {key}"] = comparison[key]
-    return (["setting", "trials", "tune wall s", "sum train s", "sum validate s", "overhead per trial s",
-             "start-up per trial s", "experiment overhead per trial s"], rows, ratios)
+    return (
+        [
+            "setting",
+            "trials",
+            "tune wall s",
+            "sum train s",
+            "sum validate s",
+            "overhead per trial s",
+            "start-up per trial s",
+            "experiment overhead per trial s",
+        ],
+        rows,
+        ratios,
+    )
 
 
 SUMMARIZERS: dict[str, Callable[[dict[str, Any]], Summary]] = {
@@ -157,7 +239,11 @@ def build_summary(runs: dict[str, dict[str, Any]], machine: dict[str, Any]) -> d
             except (KeyError, TypeError, ZeroDivisionError) as exc:  # an older or partial JSON
                 entry["summary_error"] = f"{type(exc).__name__}: {exc}"
         benchmarks[name] = entry
-    return {"generated": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine, "benchmarks": benchmarks}
+    return {
+        "generated": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine,
+        "benchmarks": benchmarks,
+    }
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -171,8 +257,13 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()),
     ]
     for name, entry in summary["benchmarks"].items():
-        parts += ["", f"## {name}", "", f"Status: {entry.get('status', 'not run')}"
-                  + (f" in {entry['seconds']:.0f} s" if entry.get("seconds") is not None else "")]
+        parts += [
+            "",
+            f"## {name}",
+            "",
+            f"Status: {entry.get('status', 'not run')}"
+            + (f" in {entry['seconds']:.0f} s" if entry.get("seconds") is not None else ""),
+        ]
         if "summary_error" in entry:
             parts.append(f"Could not summarise its JSON: {entry['summary_error']}")
         if entry.get("rows"):
@@ -191,11 +282,16 @@ def write_summary(summary: dict[str, Any], results_dir: Path) -> tuple[Path, Pat
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--only", nargs="+", choices=list(QUICK_FLAGS), default=None)
     parser.add_argument("--skip", nargs="+", choices=list(QUICK_FLAGS), default=[])
-    parser.add_argument("--summary-only", action="store_true", help="do not run: summarise suite/*.json as they are")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="do not run: summarise suite/*.json as they are"
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per benchmark")
     args = parser.parse_args(argv)
@@ -211,7 +307,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     for name in args.names:
         if args.summary_only:
-            runs[name] = {"status": "not run (summary only)", "seconds": None, "json": str(suite / f"{name}.json")}
+            runs[name] = {
+                "status": "not run (summary only)",
+                "seconds": None,
+                "json": str(suite / f"{name}.json"),
+            }
         else:
             runs[name] = run_one(name, suite, args.timeout)
     summary = build_summary(runs, describe_machine())

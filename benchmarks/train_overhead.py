@@ -99,8 +99,18 @@ def make_plan(quick: bool, **overrides: Any) -> Plan:
 
 
 def record(path: str | os.PathLike, event: str, phase: str = "at", **fields: Any) -> None:
-    """Append one event (wall-clock time, so processes compare) as a JSON line."""
-    line = json.dumps({"event": event, "phase": phase, "t": time.time(), "pid": os.getpid(), **fields})
+    """Append one event as a JSON line: wall-clock time (comparable across processes) and the
+    recording process's CPU time (so a span says how much of a core the process got)."""
+    line = json.dumps(
+        {
+            "event": event,
+            "phase": phase,
+            "t": time.time(),
+            "cpu": time.process_time(),
+            "pid": os.getpid(),
+            **fields,
+        }
+    )
     with open(path, "a") as handle:
         handle.write(line + "\n")
 
@@ -114,8 +124,12 @@ def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
 # raylung.train.loop's names wrapped by instrument_loop -> the event each call records.
 # quiet_ray_train_reports is the first call of train_loop_per_worker: its start is the
 # training function's start.
-LOOP_PHASES = {"quiet_ray_train_reports": "train_fn_start", "train_one_epoch": "train_epoch",
-               "predict_split": "validate", "save_checkpoint": "checkpoint_save"}
+LOOP_PHASES = {
+    "quiet_ray_train_reports": "train_fn_start",
+    "train_one_epoch": "train_epoch",
+    "predict_split": "validate",
+    "save_checkpoint": "checkpoint_save",
+}
 
 
 def instrument_loop(mark: Callable[[str, str], None], loop: Any = None) -> None:
@@ -158,7 +172,9 @@ except ImportError:  # pragma: no cover - Ray moved them: runs go untimed inside
     Timeline = None
 else:
 
-    class Timeline(ControllerCallback, WorkerGroupCallback, WorkerCallback, TrainContextCallback, ReportCallback):
+    class Timeline(
+        ControllerCallback, WorkerGroupCallback, WorkerCallback, TrainContextCallback, ReportCallback
+    ):
         """Records a Ray Train run's phases to a JSON-lines file, from every process it runs in.
 
         Passed in ``RunConfig.callbacks`` (or named in ``RAY_TRAIN_CALLBACKS``, built without
@@ -231,18 +247,34 @@ else:
             return self._span("checkpoint_upload")
 
 
-def spans(events: list[dict], run: str, event: str, rank: int | None = 0) -> list[tuple[float, float]]:
-    """(begin, end) pairs of `event` in `run` on `rank`, in order."""
-    begins: list[float] = []
+def span_events(events: list[dict], run: str, event: str, rank: int | None = 0) -> list[tuple[dict, dict]]:
+    """(begin, end) event pairs of `event` in `run` on `rank`, in order."""
+    begins: list[dict] = []
     pairs = []
     for e in events:
         if e.get("run") != run or e["event"] != event or e.get("rank") != rank:
             continue
         if e["phase"] == "begin":
-            begins.append(e["t"])
+            begins.append(e)
         elif e["phase"] == "end" and begins:
-            pairs.append((begins.pop(0), e["t"]))
+            pairs.append((begins.pop(0), e))
     return pairs
+
+
+def spans(events: list[dict], run: str, event: str, rank: int | None = 0) -> list[tuple[float, float]]:
+    """(begin, end) times of `event` in `run` on `rank`, in order."""
+    return [(b["t"], e["t"]) for b, e in span_events(events, run, event, rank)]
+
+
+def span_cpu(
+    events: list[dict], run: str, event: str, rank: int | None = 0, skip: int = 0
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the recording process) summed over the spans after the first `skip`."""
+    pairs = span_events(events, run, event, rank)[skip:]
+    return (
+        sum(e["t"] - b["t"] for b, e in pairs),
+        sum(e.get("cpu", 0.0) - b.get("cpu", 0.0) for b, e in pairs),
+    )
 
 
 def moment(events: list[dict], run: str, event: str, last: bool = False) -> float | None:
@@ -254,33 +286,75 @@ def total(pairs: list[tuple[float, float]]) -> float:
     return sum(end - begin for begin, end in pairs)
 
 
-def cpu_seconds(root: int | None = None) -> float | None:
-    """CPU seconds used so far by a process and all its descendants, live or exited (Linux).
-
-    A local Ray's GCS, raylet, dashboard and, through the raylet, every worker descend from the
-    driver, and an exited child's time moves into its parent's cutime/cstime, so the delta over
-    a run counts all of Ray's work for it. CPU time grows far less than wall time when other
-    users' processes take the cores, which makes it the steadier measure here."""
-    root = root or os.getpid()
+def ray_session_name() -> str | None:
+    """The session name of the Ray this process started (it is on its daemons' command lines)."""
     try:
-        entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
-        tick = os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, AttributeError):
+        from ray._private import worker
+    except ImportError:
         return None
-    parents, used = {}, {}
-    for pid in entries:
-        try:  # fields after "(comm)": state ppid ... utime stime cutime cstime at 11..14
+    node = getattr(worker, "_global_node", None)
+    return getattr(node, "session_name", None)
+
+
+def _process_tree(marker: str | None) -> dict[int, float]:
+    """{pid: own CPU seconds} of this process, the processes whose command line holds `marker`
+    (a Ray session's GCS, raylet, agents) and all their descendants (Ray's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, used, roots = {}, {}, {os.getpid()}
+    for pid in (int(e) for e in os.listdir("/proc") if e.isdigit()):
+        try:  # fields after "(comm)": state ppid ... utime stime at 11, 12
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if marker and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                roots.add(pid)
         except (OSError, IndexError):
             continue
         parents[pid] = int(fields[1])
-        used[pid] = sum(int(v) for v in fields[11:15]) / tick
-    tree, grew = {root}, True
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = set(roots), True
     while grew:
         children = {pid for pid, ppid in parents.items() if ppid in tree} - tree
         tree |= children
         grew = bool(children)
-    return sum(used.get(pid, 0.0) for pid in tree)
+    return {pid: used[pid] for pid in tree if pid in used}
+
+
+class CpuMeter:
+    """CPU seconds of a process tree over a block (Linux), sampled every `interval_s` so that
+    processes which exit inside the block count too (the raylet does not leave its exited
+    workers' time in its own cutime). A process that lives under `interval_s` is missed.
+
+    CPU time grows far less than wall time when other users' processes take the cores, which
+    makes it the steadier measure of extra work on a shared machine."""
+
+    def __init__(self, marker: str | None = None, interval_s: float = 0.5) -> None:
+        self.marker, self.interval_s = marker, interval_s
+        self.seconds: float | None = None
+
+    def __enter__(self) -> CpuMeter:
+        import threading
+
+        try:
+            self._start = _process_tree(self.marker)
+        except (OSError, ValueError, AttributeError):  # no /proc: not measured
+            self._start = None
+            return self
+        self._last = dict(self._start)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._last.update(_process_tree(self.marker))
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._start is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._last.update(_process_tree(self.marker))
+        self.seconds = sum(used - self._start.get(pid, 0.0) for pid, used in self._last.items())
 
 
 def _gap(later: float | None, earlier: float | None) -> float | None:
@@ -327,7 +401,9 @@ def summarize_run(events: list[dict], run: str, start: float, end: float) -> dic
         }
         finish = moment(events, run, "controller_finish")
         summary["teardown_phases_s"] = {
-            "until the controller sees the end": _gap(shutdown[0][0], reports[-1][1]) if shutdown and reports else None,
+            "until the controller sees the end": _gap(shutdown[0][0], reports[-1][1])
+            if shutdown and reports
+            else None,
             "worker group shutdown": shutdown[0][1] - shutdown[0][0] if shutdown else None,
             "controller finish": _gap(finish, shutdown[0][1]) if shutdown else None,
             "driver gets the Result": _gap(end, finish),
@@ -357,8 +433,10 @@ def overhead(plain: dict[str, Any], ray_run: dict[str, Any], ray_init_s: float) 
         "fraction_direct": (ray_run["wall_s"] - plain["wall_s"]) / ray_run["wall_s"],
         "ray_only_s": ray_only,
         "fraction_ray_only": ray_only / ray_run["wall_s"],
-        "fraction_with_ray_init": (ray_run["wall_s"] + ray_init_s - plain["wall_s"]) / (ray_run["wall_s"] + ray_init_s),
-        "compute_ratio": (ray_run["train_s"] + ray_run["validate_s"]) / max(plain["train_s"] + plain["validate_s"], 1e-9),
+        "fraction_with_ray_init": (ray_run["wall_s"] + ray_init_s - plain["wall_s"])
+        / (ray_run["wall_s"] + ray_init_s),
+        "compute_ratio": (ray_run["train_s"] + ray_run["validate_s"])
+        / max(plain["train_s"] + plain["validate_s"], 1e-9),
         "parts_s": parts,
         "dominant": max(parts, key=lambda k: parts[k]),
     }
@@ -370,16 +448,27 @@ def overhead(plain: dict[str, Any], ray_run: dict[str, Any], ray_init_s: float) 
 def make_config(plan: Plan, root: Path, storage: Path, *, epochs: int, workers: int, threads: int):
     from raylung.config import RaylungConfig
 
-    return RaylungConfig.model_validate({
-        "experiment": {"name": "train-overhead", "storage": str(storage)},
-        "data": {"root": str(root), "image_size": list(plan.image_size), "loader_workers": plan.loader_workers,
-                 "cache_dir": str(storage / "cache")},
-        "model": {"name": plan.model},
-        "train": {"epochs": epochs, "batch_size": plan.batch_size, "lr": 3e-3, "patience": None,
-                  "num_threads": threads},
-        "resources": {"num_workers": workers, "cpus_per_worker": threads, "use_gpu": False},
-        "wandb": {"mode": "disabled"},
-    })
+    return RaylungConfig.model_validate(
+        {
+            "experiment": {"name": "train-overhead", "storage": str(storage)},
+            "data": {
+                "root": str(root),
+                "image_size": list(plan.image_size),
+                "loader_workers": plan.loader_workers,
+                "cache_dir": str(storage / "cache"),
+            },
+            "model": {"name": plan.model},
+            "train": {
+                "epochs": epochs,
+                "batch_size": plan.batch_size,
+                "lr": 3e-3,
+                "patience": None,
+                "num_threads": threads,
+            },
+            "resources": {"num_workers": workers, "cpus_per_worker": threads, "use_gpu": False},
+            "wandb": {"mode": "disabled"},
+        }
+    )
 
 
 def prepare_data(plan: Plan, work: Path):
@@ -396,7 +485,9 @@ def prepare_data(plan: Plan, work: Path):
 
 
 def with_run(cfg, plan: Plan, *, epochs: int, workers: int, threads: int):
-    train = cfg.train.model_copy(update={"epochs": epochs, "num_threads": threads, "batch_size": plan.batch_size})
+    train = cfg.train.model_copy(
+        update={"epochs": epochs, "num_threads": threads, "batch_size": plan.batch_size}
+    )
     resources = cfg.resources.model_copy(update={"num_workers": workers, "cpus_per_worker": threads})
     return cfg.model_copy(update={"train": train, "resources": resources})
 
@@ -420,10 +511,18 @@ def plain_run(cfg, mark: Callable[[str, str], None]) -> list[dict[str, float]]:
     train_set = LungDataset(splits["train"], cfg.data, train=True, seed=cfg.train.seed)
     val_set = LungDataset(splits["validation"], cfg.data, train=False)
     workers = cfg.data.loader_workers
-    common = {"num_workers": workers, "persistent_workers": workers > 0,
-              "worker_init_fn": worker_init_fn if workers > 0 else None}
-    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(cfg.train.seed), **common)
+    common = {
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+        "worker_init_fn": worker_init_fn if workers > 0 else None,
+    }
+    train_loader = DataLoader(
+        train_set,
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+        **common,
+    )
     val_loader = DataLoader(val_set, batch_size=cfg.train.batch_size * 2, **common)
     model = build_model(cfg.model, cfg.data.in_chans)
     optimizer = make_optimizer(cfg, model)
@@ -451,8 +550,9 @@ def plain_run(cfg, mark: Callable[[str, str], None]) -> list[dict[str, float]]:
         metrics = predict_split(model, val_loader, precision).metrics(pos_weight=pos_weight)
         mark("validate", "end")
         state.update(metrics[cfg.train.monitor], cfg.train.monitor_mode, cfg.train.patience)
-        metrics.update(epoch=state.epoch, train_loss=loss_sum / seen, images_per_s=seen / seconds,
-                       epoch_time_s=seconds)
+        metrics.update(
+            epoch=state.epoch, train_loss=loss_sum / seen, images_per_s=seen / seconds, epoch_time_s=seconds
+        )
         state.history.append(metrics)
         mark("checkpoint_save", "begin")
         with tempfile.TemporaryDirectory() as tmp:  # as the Ray loop does before it reports
@@ -461,21 +561,22 @@ def plain_run(cfg, mark: Callable[[str, str], None]) -> list[dict[str, float]]:
     return state.history
 
 
-def ray_run(cfg, storage: Path, name: str, timeline: Path) -> tuple[float, float, float | None, list[dict[str, float]]]:
+def ray_run(
+    cfg, storage: Path, name: str, timeline: Path
+) -> tuple[float, float, float | None, list[dict[str, float]]]:
     """One ``fit`` with the Timeline callback: (start, end, CPU seconds of the Ray processes,
     per-epoch history)."""
     from raylung.train.launcher import RunLocation, fit
     from raylung.train.state import load_state
 
     callbacks = [Timeline(str(timeline))] if Timeline is not None else []
-    cpu_before = cpu_seconds()
-    start = time.time()
-    result = fit(cfg, RunLocation(str(storage), name), callbacks=callbacks)
-    end = time.time()
-    cpu = cpu_seconds() - cpu_before if cpu_before is not None else None
+    with CpuMeter(ray_session_name()) as meter:
+        start = time.time()
+        result = fit(cfg, RunLocation(str(storage), name), callbacks=callbacks)
+        end = time.time()
     with result.checkpoint.as_directory() as directory:  # every epoch's metrics (workflow._history)
         history = load_state(Path(directory)).history
-    return start, end, cpu, history
+    return start, end, meter.seconds, history
 
 
 def connect_local_ray() -> float:
@@ -501,8 +602,11 @@ def steady_images_per_s(history: list[dict[str, float]]) -> float:
 
 def scaling(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
     speedup = two["images_per_s"] / one["images_per_s"]
-    return {"speedup": speedup, "efficiency": speedup / 2,
-            "met": speedup >= SPEEDUP_TARGET and speedup / 2 >= EFFICIENCY_TARGET}
+    return {
+        "speedup": speedup,
+        "efficiency": speedup / 2,
+        "met": speedup >= SPEEDUP_TARGET and speedup / 2 >= EFFICIENCY_TARGET,
+    }
 
 
 # --- step split (no Ray) ----------------------------------------------------------------------
@@ -514,7 +618,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-SOLO_FULL, SOLO_HALF, DDP_SYNC, DDP_NO_SYNC = "1 process, global batch", "1 process, half batch", "ddp sync", "ddp no_sync"
+SOLO_FULL, SOLO_HALF, DDP_SYNC, DDP_NO_SYNC = (
+    "1 process, global batch",
+    "1 process, half batch",
+    "ddp sync",
+    "ddp no_sync",
+)
 SPLIT_MODES = (SOLO_FULL, SOLO_HALF, DDP_SYNC, DDP_NO_SYNC)
 
 
@@ -553,8 +662,12 @@ def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int,
     params = sum(p.numel() for p in solo.parameters())
     half = cfg.train.batch_size // world
     shared = batches(half, world)
-    setups = {SOLO_FULL: (solo, batches(cfg.train.batch_size, 1)), SOLO_HALF: (solo, batches(half, 1)),
-              DDP_SYNC: (ddp, shared), DDP_NO_SYNC: (ddp, shared)}
+    setups = {
+        SOLO_FULL: (solo, batches(cfg.train.batch_size, 1)),
+        SOLO_HALF: (solo, batches(half, 1)),
+        DDP_SYNC: (ddp, shared),
+        DDP_NO_SYNC: (ddp, shared),
+    }
     optimizers = {id(solo): make_optimizer(cfg, solo), id(ddp): make_optimizer(cfg, ddp)}
     loss_fn = torch.nn.BCEWithLogitsLoss()
     rows = []
@@ -578,8 +691,18 @@ def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int,
         loss.item()
         t4 = time.perf_counter()
         if i >= warmup * len(SPLIT_MODES):
-            rows.append({"mode": mode, "rank": rank, "images": int(images.shape[0]), "data": t1 - t0,
-                         "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3, "step": t4 - t0})
+            rows.append(
+                {
+                    "mode": mode,
+                    "rank": rank,
+                    "images": int(images.shape[0]),
+                    "data": t1 - t0,
+                    "forward": t2 - t1,
+                    "backward": t3 - t2,
+                    "optimizer": t4 - t3,
+                    "step": t4 - t0,
+                }
+            )
     flat, allreduce = torch.zeros(params), []  # one allreduce of all gradients, as DDP's buckets add up to
     for _ in range(12):
         dist.barrier()
@@ -587,14 +710,21 @@ def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int,
         dist.all_reduce(flat)
         allreduce.append(time.perf_counter() - t0)
     dist.destroy_process_group()
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"rows": rows, "allreduce_s": allreduce[2:], "params": params}))
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps({"rows": rows, "allreduce_s": allreduce[2:], "params": params})
+    )
 
 
 def split_processes(cfg, steps: int, warmup: int) -> dict[int, dict[str, Any]]:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_split_worker, args=(2, cfg.model_dump_json(), steps, warmup, free_port(), out), nprocs=2, join=True)
+        mp.spawn(
+            _split_worker,
+            args=(2, cfg.model_dump_json(), steps, warmup, free_port(), out),
+            nprocs=2,
+            join=True,
+        )
         return {rank: json.loads(Path(out, f"rank{rank}.json").read_text()) for rank in range(2)}
 
 
@@ -614,8 +744,10 @@ def summarize_split(ranks: dict[int, dict], global_batch: int) -> dict[str, Any]
     sync_step = max(modes[f"{DDP_SYNC} (rank {r})"]["step"] for r in ranks)
     ddp = global_batch / sync_step
     ceiling = sum(modes[f"{DDP_NO_SYNC} (rank {r})"]["images_per_s"] for r in ranks)
-    exposed = statistics.mean(modes[f"{DDP_SYNC} (rank {r})"]["backward"] - modes[f"{DDP_NO_SYNC} (rank {r})"]["backward"]
-                              for r in ranks)
+    exposed = statistics.mean(
+        modes[f"{DDP_SYNC} (rank {r})"]["backward"] - modes[f"{DDP_NO_SYNC} (rank {r})"]["backward"]
+        for r in ranks
+    )
     first = ranks[min(ranks)]
     return {
         "modes": modes,
@@ -634,26 +766,38 @@ def summarize_split(ranks: dict[int, dict], global_batch: int) -> dict[str, Any]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--quick", action="store_true", help="short runs (about 2 minutes in all)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="global batch")
     parser.add_argument("--per-subclass", type=int, default=None, help="demo images per subclass")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the overhead runs")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (and CPUs) of the overhead runs")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (and CPUs) of the overhead runs"
+    )
     parser.add_argument("--scaling-epochs", type=int, default=None)
-    parser.add_argument("--split-steps", type=int, default=None, help="timed steps per mode in the step split")
+    parser.add_argument(
+        "--split-steps", type=int, default=None, help="timed steps per mode in the step split"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "scaling", "split"])
     parser.add_argument("--keep", type=Path, default=None, help="keep data, runs and timeline in this folder")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
     args.plan = make_plan(
-        args.quick, model=args.model, image_size=tuple(args.image_size) if args.image_size else None,
-        batch_size=args.batch_size, per_subclass=args.per_subclass, overhead_epochs=args.epochs,
+        args.quick,
+        model=args.model,
+        image_size=tuple(args.image_size) if args.image_size else None,
+        batch_size=args.batch_size,
+        per_subclass=args.per_subclass,
+        overhead_epochs=args.epochs,
         overhead_threads=args.threads,
-        scaling_epochs=args.scaling_epochs, split_steps=args.split_steps,
+        scaling_epochs=args.scaling_epochs,
+        split_steps=args.split_steps,
     )
     if args.plan.batch_size % 2:
         parser.error("--batch-size must be even (two workers split it)")
@@ -665,34 +809,52 @@ def run_benchmark(plan: Plan, work: Path, skip: list[str]) -> dict[str, Any]:
 
     timeline = work / "timeline.jsonl"
     cfg = prepare_data(plan, work)
-    payload: dict[str, Any] = {"plan": {**asdict(plan), "train_images": plan.train_images},
-                               "timeline": str(timeline)}
+    payload: dict[str, Any] = {
+        "plan": {**asdict(plan), "train_images": plan.train_images},
+        "timeline": str(timeline),
+    }
     if "overhead" not in skip:  # the plain run first, with no Ray processes on the machine
         plain_cfg = with_run(cfg, plan, epochs=plan.overhead_epochs, workers=1, threads=plan.overhead_threads)
-        cpu_before, start = cpu_seconds(), time.time()
-        plain_history = plain_run(plain_cfg, lambda event, phase: record(timeline, event, phase, run="plain", rank=0))
-        plain = summarize_run(read_events(timeline), "plain", start, time.time())
-        plain["cpu_s"] = cpu_seconds() - cpu_before if cpu_before is not None else None
+        with CpuMeter() as meter:
+            start = time.time()
+            plain_history = plain_run(
+                plain_cfg, lambda event, phase: record(timeline, event, phase, run="plain", rank=0)
+            )
+            end = time.time()
+        plain = summarize_run(read_events(timeline), "plain", start, end)
+        plain["cpu_s"] = meter.seconds
         plain["images_per_s"] = steady_images_per_s(plain_history)
         print(f"plain loop: {plain['wall_s']:.1f} s", flush=True)
     ray_init_s = connect_local_ray()
     payload["ray_init_s"] = ray_init_s
     try:
         if "overhead" not in skip:
-            ray_cfg = with_run(cfg, plan, epochs=plan.overhead_epochs, workers=1, threads=plan.overhead_threads)
+            ray_cfg = with_run(
+                cfg, plan, epochs=plan.overhead_epochs, workers=1, threads=plan.overhead_threads
+            )
             start, end, cpu, history = ray_run(ray_cfg, work / "runs", "overhead-1w", timeline)
-            ray_summary = {**summarize_run(read_events(timeline), "overhead-1w", start, end), "cpu_s": cpu,
-                           "images_per_s": steady_images_per_s(history)}
+            ray_summary = {
+                **summarize_run(read_events(timeline), "overhead-1w", start, end),
+                "cpu_s": cpu,
+                "images_per_s": steady_images_per_s(history),
+            }
             print(f"TorchTrainer, 1 worker: {ray_summary['wall_s']:.1f} s", flush=True)
-            payload["overhead"] = {"plain": plain, "ray": ray_summary, **overhead(plain, ray_summary, ray_init_s)}
+            payload["overhead"] = {
+                "plain": plain,
+                "ray": ray_summary,
+                **overhead(plain, ray_summary, ray_init_s),
+            }
         if "scaling" not in skip:
             payload["scaling"] = scaling_runs(cfg, plan, work, timeline)
     finally:
         ray.shutdown()
     if "split" not in skip:
-        split_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": plan.batch_size})})
-        payload["step_split"] = summarize_split(split_processes(split_cfg, plan.split_steps, plan.split_warmup),
-                                                plan.batch_size)
+        split_cfg = cfg.model_copy(
+            update={"train": cfg.train.model_copy(update={"batch_size": plan.batch_size})}
+        )
+        payload["step_split"] = summarize_split(
+            split_processes(split_cfg, plan.split_steps, plan.split_warmup), plan.batch_size
+        )
     return payload
 
 
@@ -703,22 +865,45 @@ def scaling_runs(cfg, plan: Plan, work: Path, timeline: Path) -> dict[str, Any]:
     runs = {}
     for label, workers in SCALING_ORDER:
         name = f"scaling-{len(runs)}-{workers}w"
-        start, end, cpu, history = ray_run(with_run(cfg, plan, epochs=plan.scaling_epochs, workers=workers, threads=1),
-                                           work / "runs", name, timeline)
+        start, end, cpu, history = ray_run(
+            with_run(cfg, plan, epochs=plan.scaling_epochs, workers=workers, threads=1),
+            work / "runs",
+            name,
+            timeline,
+        )
         events = read_events(timeline)
+        steady = [span_cpu(events, name, "train_epoch", rank, skip=1) for rank in range(workers)]
+        images = sum(r["images_per_s"] * r["epoch_time_s"] for r in history[1:])
         runs[label] = {
             **summarize_run(events, name, start, end),
             "workers": workers,
             "cpu_s": cpu,
             "images_per_s": steady_images_per_s(history),
             "images_per_s_by_epoch": [r["images_per_s"] for r in history],
-            "rank_train_s": {rank: total(spans(events, name, "train_epoch", rank)) for rank in range(workers)},
+            "rank_train_s": {
+                rank: total(spans(events, name, "train_epoch", rank)) for rank in range(workers)
+            },
+            # cores the workers kept busy while training (epochs 2+; below 1 per worker when the
+            # machine gives less or a worker waits for the other), and the images trained per
+            # CPU-second of all workers: the work it took, apart from what the machine gave
+            "cores_granted": sum(cpu_s / wall for wall, cpu_s in steady if wall > 0),
+            "images_per_cpu_s": images / max(sum(cpu_s for _, cpu_s in steady), 1e-9),
         }
         print(f"{label}: {runs[label]['images_per_s']:.1f} images/s", flush=True)
-    one = statistics.mean(r["images_per_s"] for r in runs.values() if r["workers"] == 1)
-    two = statistics.mean(r["images_per_s"] for r in runs.values() if r["workers"] == 2)
-    return {"runs": runs, "one_worker_images_per_s": one, "two_workers_images_per_s": two,
-            **scaling({"images_per_s": one}, {"images_per_s": two})}
+
+    def mean(workers: int, key: str) -> float:
+        return statistics.mean(r[key] for r in runs.values() if r["workers"] == workers)
+
+    work = mean(2, "images_per_cpu_s") / mean(1, "images_per_cpu_s")
+    return {
+        "runs": runs,
+        "one_worker_images_per_s": mean(1, "images_per_s"),
+        "two_workers_images_per_s": mean(2, "images_per_s"),
+        "cores_granted": {"1 worker": mean(1, "cores_granted"), "2 workers": mean(2, "cores_granted")},
+        "work_efficiency": work,  # images per CPU-second, 2 workers over 1
+        "projected_speedup_two_free_cores": 2 * work,
+        **scaling({"images_per_s": mean(1, "images_per_s")}, {"images_per_s": mean(2, "images_per_s")}),
+    }
 
 
 def report(payload: dict[str, Any]) -> None:
@@ -726,69 +911,187 @@ def report(payload: dict[str, Any]) -> None:
     if "overhead" in payload:
         o = payload["overhead"]
         plain, ray_run_ = o["plain"], o["ray"]
-        rows = [[label, plain.get(key), ray_run_.get(key),
-                 ray_run_[key] - plain[key] if None not in (plain.get(key), ray_run_.get(key)) else "n/a"]
-                for label, key in (
-            ("Ray Train start-up", "startup_s"), ("set-up in the training process", "setup_s"),
-            ("training epochs", "train_s"), ("validation", "validate_s"), ("checkpoint save", "checkpoint_save_s"),
-            ("ray.train.report", "report_s"), ("  of which checkpoint sync", "report_sync_s"),
-            ("  of which checkpoint upload", "report_upload_s"), ("  of which hand-over wait", "report_wait_s"),
-            ("teardown (last report -> fit returns)", "teardown_s"), ("other", "other_s"), ("wall", "wall_s"),
-            ("CPU seconds (all processes of the run)", "cpu_s"))]
+        rows = [
+            [
+                label,
+                plain.get(key),
+                ray_run_.get(key),
+                ray_run_[key] - plain[key] if None not in (plain.get(key), ray_run_.get(key)) else "n/a",
+            ]
+            for label, key in (
+                ("Ray Train start-up", "startup_s"),
+                ("set-up in the training process", "setup_s"),
+                ("training epochs", "train_s"),
+                ("validation", "validate_s"),
+                ("checkpoint save", "checkpoint_save_s"),
+                ("ray.train.report", "report_s"),
+                ("  of which checkpoint sync", "report_sync_s"),
+                ("  of which checkpoint upload", "report_upload_s"),
+                ("  of which hand-over wait", "report_wait_s"),
+                ("teardown (last report -> fit returns)", "teardown_s"),
+                ("other", "other_s"),
+                ("wall", "wall_s"),
+                ("CPU seconds (all processes of the run)", "cpu_s"),
+            )
+        ]
         rows.append(["ray.init (once per process)", 0.0, payload["ray_init_s"], payload["ray_init_s"]])
         print_table(
-            f"(a) {plan['overhead_epochs']} epochs, {plan['model']} {plan['image_size'][0]}x{plan['image_size'][1]}, "
-            f"batch {plan['batch_size']}, {plan['train_images']} train images, {plan['overhead_threads']} threads: "
+            f"(a) {plan['overhead_epochs']} epochs, {plan['model']} "
+            f"{plan['image_size'][0]}x{plan['image_size'][1]}, batch {plan['batch_size']}, "
+            f"{plan['train_images']} train images, {plan['overhead_threads']} threads: "
             "plain PyTorch vs TorchTrainer (1 worker), seconds",
-            ["phase", "plain", "Ray", "Ray - plain"], rows)
+            ["phase", "plain", "Ray", "Ray - plain"],
+            rows,
+        )
         for title, key in (("start-up", "startup_phases_s"), ("teardown", "teardown_phases_s")):
             phases = ray_run_.get(key) or {}
-            print_table(f"(a) Ray Train {title}, seconds", ["phase", "s"],
-                        [[k, v if v is not None else "n/a"] for k, v in phases.items()])
-        print_table("(a) Ray's overhead", ["measure", "value", "target", "met"], [
-            ["wall difference / Ray wall", o["fraction_direct"], f"<= {OVERHEAD_TARGET}",
-             "yes" if o["fraction_direct"] <= OVERHEAD_TARGET else "NO"],
-            ["Ray-only phases / Ray wall", o["fraction_ray_only"], f"<= {OVERHEAD_TARGET}",
-             "yes" if o["fraction_ray_only"] <= OVERHEAD_TARGET else "NO"],
-            ["CPU-seconds difference / Ray CPU-seconds", o["fraction_cpu"] if o["fraction_cpu"] is not None else "n/a",
-             f"<= {OVERHEAD_TARGET}", "" if o["fraction_cpu"] is None else "yes" if o["fraction_cpu"] <= OVERHEAD_TARGET else "NO"],
-            ["difference incl. ray.init / wall incl. ray.init", o["fraction_with_ray_init"], "", ""],
-            ["compute (train+validation) Ray / plain", o["compute_ratio"], "~1 (noise check)", ""],
-            ["largest Ray-only part", o["dominant"], "", ""],
-        ])
+            print_table(
+                f"(a) Ray Train {title}, seconds",
+                ["phase", "s"],
+                [[k, v if v is not None else "n/a"] for k, v in phases.items()],
+            )
+        print_table(
+            "(a) Ray's overhead",
+            ["measure", "value", "target", "met"],
+            [
+                [
+                    "wall difference / Ray wall",
+                    o["fraction_direct"],
+                    f"<= {OVERHEAD_TARGET}",
+                    "yes" if o["fraction_direct"] <= OVERHEAD_TARGET else "NO",
+                ],
+                [
+                    "Ray-only phases / Ray wall",
+                    o["fraction_ray_only"],
+                    f"<= {OVERHEAD_TARGET}",
+                    "yes" if o["fraction_ray_only"] <= OVERHEAD_TARGET else "NO",
+                ],
+                [
+                    "CPU-seconds difference / Ray CPU-seconds",
+                    o["fraction_cpu"] if o["fraction_cpu"] is not None else "n/a",
+                    f"<= {OVERHEAD_TARGET}",
+                    ""
+                    if o["fraction_cpu"] is None
+                    else "yes"
+                    if o["fraction_cpu"] <= OVERHEAD_TARGET
+                    else "NO",
+                ],
+                ["difference incl. ray.init / wall incl. ray.init", o["fraction_with_ray_init"], "", ""],
+                ["compute (train+validation) Ray / plain", o["compute_ratio"], "~1 (noise check)", ""],
+                ["largest Ray-only part", o["dominant"], "", ""],
+            ],
+        )
     if "scaling" in payload:
         s = payload["scaling"]
-        rows = [[label, r["images_per_s"], r["wall_s"], r["startup_s"], r["train_s"],
-                 " / ".join(f"{v:.1f}" for v in r["rank_train_s"].values())] for label, r in s["runs"].items()]
+        rows = [
+            [
+                label,
+                r["images_per_s"],
+                r["wall_s"],
+                r["startup_s"],
+                r["train_s"],
+                " / ".join(f"{v:.1f}" for v in r["rank_train_s"].values()),
+                r["cores_granted"],
+                r["images_per_cpu_s"],
+            ]
+            for label, r in s["runs"].items()
+        ]
         print_table(
-            f"(b) {plan['scaling_epochs']} epochs, 1 CPU + 1 thread per worker, global batch {plan['batch_size']}",
-            ["run", "train images/s (epochs 2+)", "wall s", "start-up s", "train s (rank 0)", "train s per rank"], rows)
-        print_table("(b) scaling", ["measure", "value", "target", "met"], [
-            ["speedup 2 vs 1 worker", s["speedup"], f">= {SPEEDUP_TARGET}", "yes" if s["speedup"] >= SPEEDUP_TARGET else "NO"],
-            ["efficiency", s["efficiency"], f">= {EFFICIENCY_TARGET}", "yes" if s["efficiency"] >= EFFICIENCY_TARGET else "NO"],
-        ])
+            f"(b) {plan['scaling_epochs']} epochs, 1 CPU + 1 thread per worker, "
+            f"global batch {plan['batch_size']}",
+            [
+                "run",
+                "train images/s (epochs 2+)",
+                "wall s",
+                "start-up s",
+                "train s (rank 0)",
+                "train s per rank",
+                "cores busy",
+                "images per CPU-s",
+            ],
+            rows,
+        )
+        print_table(
+            "(b) scaling",
+            ["measure", "value", "target", "met"],
+            [
+                [
+                    "speedup 2 vs 1 worker",
+                    s["speedup"],
+                    f">= {SPEEDUP_TARGET}",
+                    "yes" if s["speedup"] >= SPEEDUP_TARGET else "NO",
+                ],
+                [
+                    "efficiency",
+                    s["efficiency"],
+                    f">= {EFFICIENCY_TARGET}",
+                    "yes" if s["efficiency"] >= EFFICIENCY_TARGET else "NO",
+                ],
+                [
+                    "cores busy while training (CPU-s / wall-s), 1 worker",
+                    s["cores_granted"]["1 worker"],
+                    "1 if free",
+                    "",
+                ],
+                [
+                    "cores busy while training, 2 workers (sum)",
+                    s["cores_granted"]["2 workers"],
+                    "2 if free",
+                    "",
+                ],
+                ["work efficiency (images per CPU-second, 2 / 1)", s["work_efficiency"], "", ""],
+                [
+                    "projected speedup, a free core per worker (2 x work efficiency)",
+                    s["projected_speedup_two_free_cores"],
+                    f">= {SPEEDUP_TARGET}",
+                    "yes" if s["projected_speedup_two_free_cores"] >= SPEEDUP_TARGET else "NO",
+                ],
+            ],
+        )
     if "step_split" in payload:
         sp = payload["step_split"]
-        rows = [[mode, v["data"] * 1e3, v["forward"] * 1e3, v["backward"] * 1e3, v["optimizer"] * 1e3,
-                 v["step"] * 1e3, v["images_per_s"]] for mode, v in sp["modes"].items()]
-        print_table("(b) step split without Ray (median ms per step, 1 thread per process)",
-                    ["mode", "data", "forward", "backward", "optimizer", "step", "images/s"], rows)
-        print_table("(b) what the step split predicts", ["measure", "value"], [
-            ["gradient size (MB)", sp["params"] * 4 / 1e6],
-            ["one allreduce of all gradients (ms)", sp["allreduce_flat_s"] * 1e3 if sp["allreduce_flat_s"] else "n/a"],
-            ["exposed allreduce + wait per synced step (ms)", sp["exposed_allreduce_s"] * 1e3],
-            ["  as a fraction of the step", sp["exposed_allreduce_fraction"]],
-            ["batch effect (half batch / global batch, images/s)", sp["batch_effect"]],
-            ["machine ceiling (2 free processes / 2x one)", sp["machine_ceiling"]],
-            ["sync cost (DDP / free processes)", sp["sync_cost"]],
-            ["speedup DDP 2 procs vs 1 (product of the above x2)", sp["speedup_ddp"]],
-        ])
+        rows = [
+            [
+                mode,
+                v["data"] * 1e3,
+                v["forward"] * 1e3,
+                v["backward"] * 1e3,
+                v["optimizer"] * 1e3,
+                v["step"] * 1e3,
+                v["images_per_s"],
+            ]
+            for mode, v in sp["modes"].items()
+        ]
+        print_table(
+            "(b) step split without Ray (median ms per step, 1 thread per process)",
+            ["mode", "data", "forward", "backward", "optimizer", "step", "images/s"],
+            rows,
+        )
+        print_table(
+            "(b) what the step split predicts",
+            ["measure", "value"],
+            [
+                ["gradient size (MB)", sp["params"] * 4 / 1e6],
+                [
+                    "one allreduce of all gradients (ms)",
+                    sp["allreduce_flat_s"] * 1e3 if sp["allreduce_flat_s"] else "n/a",
+                ],
+                ["exposed allreduce + wait per synced step (ms)", sp["exposed_allreduce_s"] * 1e3],
+                ["  as a fraction of the step", sp["exposed_allreduce_fraction"]],
+                ["batch effect (half batch / global batch, images/s)", sp["batch_effect"]],
+                ["machine ceiling (2 free processes / 2x one)", sp["machine_ceiling"]],
+                ["sync cost (DDP / free processes)", sp["sync_cost"]],
+                ["speedup DDP 2 procs vs 1 (product of the above x2)", sp["speedup_ddp"]],
+            ],
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with contextlib.ExitStack() as stack:
-        work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raylung-train-overhead-")))
+        work = args.keep or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="raylung-train-overhead-"))
+        )
         work.mkdir(parents=True, exist_ok=True)
         payload = run_benchmark(args.plan, work, args.skip)
     report(payload)

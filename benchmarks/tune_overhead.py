@@ -81,7 +81,9 @@ def prepare_data(work: Path, trials: int, epochs: int) -> None:
 
 def overlap(intervals: list[tuple[float, float]]) -> int:
     """The most intervals open at one moment."""
-    points = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda p: (p[0], p[1]))
+    points = sorted(
+        [(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda p: (p[0], p[1])
+    )
     best = running = 0
     for _, step in points:
         running += step
@@ -89,7 +91,9 @@ def overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def summarize_trial(trial_id: str, clock: dict[str, float], history: list[dict], events: list[dict]) -> dict[str, Any]:
+def summarize_trial(
+    trial_id: str, clock: dict[str, float], history: list[dict], events: list[dict]
+) -> dict[str, Any]:
     """One trial's wall, training, validation, start-up and overhead (seconds)."""
     train_s = sum(row["epoch_time_s"] for row in history)
     validate = spans(events, trial_id, "validate")
@@ -103,7 +107,9 @@ def summarize_trial(trial_id: str, clock: dict[str, float], history: list[dict],
         "validate_s": total(validate) if validate else None,
         "checkpoint_save_s": total(spans(events, trial_id, "checkpoint_save")) if validate else None,
         "report_s": total(spans(events, trial_id, "report")) if validate else None,
-        "startup_raw_s": clock["first_result"] - clock["start"] - history[0]["epoch_time_s"] if history else None,
+        "startup_raw_s": clock["first_result"] - clock["start"] - history[0]["epoch_time_s"]
+        if history
+        else None,
         "startup_s": first_step[0][0] - clock["start"] if first_step else None,
         "teardown_s": None,
     }
@@ -113,8 +119,15 @@ def summarize_trial(trial_id: str, clock: dict[str, float], history: list[dict],
     controller = moment(events, trial_id, "controller_start")
     fn_start = spans(events, trial_id, "train_fn_start")
     if controller is not None and fn_start and first_step:
+        phases = {"Tune starts the trial -> Train controller up": controller - clock["start"]}
+        if history and "time_total_s" in history[0]:  # Tune's clock starts in the trial actor
+            actor_up = clock["first_result"] - history[0]["time_total_s"]
+            phases = {
+                "Tune starts the trial -> its actor runs the trainable": actor_up - clock["start"],
+                "trainable -> Train controller up": controller - actor_up,
+            }
         summary["startup_phases_s"] = {
-            "Tune trial actor -> Train controller": controller - clock["start"],
+            **phases,
             "Train controller -> train fn (worker, process group)": fn_start[0][0] - controller,
             "data and model set-up in the worker": first_step[0][0] - fn_start[0][0],
         }
@@ -123,8 +136,12 @@ def summarize_trial(trial_id: str, clock: dict[str, float], history: list[dict],
 
 
 def summarize_tune(
-    clocks: dict[str, dict[str, float]], histories: dict[str, list[dict]], events: list[dict],
-    tune_wall_s: float, phases_s: dict[str, float], ray_init_s: float,
+    clocks: dict[str, dict[str, float]],
+    histories: dict[str, list[dict]],
+    events: list[dict],
+    tune_wall_s: float,
+    phases_s: dict[str, float],
+    ray_init_s: float,
 ) -> dict[str, Any]:
     trials = [summarize_trial(tid, clocks[tid], histories.get(tid, []), events) for tid in sorted(clocks)]
     n = len(trials)
@@ -147,8 +164,20 @@ def summarize_tune(
         "sum_validate_s": sum_validate,
         "wall_over_training": tune_wall_s * concurrency / max(sum_train + sum_validate, 1e-9),
         "experiment_overhead_per_trial_s": (concurrency * tune_wall_s - sum_train - sum_validate) / max(n, 1),
-        "mean": {key: mean(key) for key in ("wall_s", "train_s", "validate_s", "checkpoint_save_s", "report_s",
-                                            "startup_s", "startup_raw_s", "teardown_s", "overhead_s")},
+        "mean": {
+            key: mean(key)
+            for key in (
+                "wall_s",
+                "train_s",
+                "validate_s",
+                "checkpoint_save_s",
+                "report_s",
+                "startup_s",
+                "startup_raw_s",
+                "teardown_s",
+                "overhead_s",
+            )
+        },
     }
 
 
@@ -157,8 +186,10 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     if RAYLUNG_INTERVAL not in results or RAY_DEFAULT_INTERVAL not in results:
         return None
     ours, ray_default = results[RAYLUNG_INTERVAL], results[RAY_DEFAULT_INTERVAL]
-    out: dict[str, Any] = {"tune_wall_ratio": ray_default["tune_wall_s"] / ours["tune_wall_s"],
-                           "tune_wall_saved_s": ray_default["tune_wall_s"] - ours["tune_wall_s"]}
+    out: dict[str, Any] = {
+        "tune_wall_ratio": ray_default["tune_wall_s"] / ours["tune_wall_s"],
+        "tune_wall_saved_s": ray_default["tune_wall_s"] - ours["tune_wall_s"],
+    }
     run_ours, run_default = ours["phases_s"].get("run"), ray_default["phases_s"].get("run")
     if run_ours and run_default:  # Tune itself, without ray.init, prepare and finish (export, plots)
         out["tuner_run_ratio"] = run_default / run_ours
@@ -228,13 +259,17 @@ def child(args: argparse.Namespace) -> None:
     tune_wall_s = time.perf_counter() - start
     ray.shutdown()
     histories = {t.trial_id: t.history for t in outcome.trials}
-    summary = summarize_tune(clocks, histories, read_events(os.environ[TIMELINE_ENV]), tune_wall_s, phases, ray_init_s)
+    summary = summarize_tune(
+        clocks, histories, read_events(os.environ[TIMELINE_ENV]), tune_wall_s, phases, ray_init_s
+    )
     summary["health_check_s"] = float(os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"])
     summary["statuses"] = [t.status for t in outcome.trials]
     Path(args.child).write_text(json.dumps(summary, indent=1))
 
 
-def run_setting(label: str, interval: str | None, work: Path, trials: int, epochs: int, index: int) -> dict[str, Any]:
+def run_setting(
+    label: str, interval: str | None, work: Path, trials: int, epochs: int, index: int
+) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # a local Ray of its own, never a shared cluster
     env.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
@@ -246,23 +281,46 @@ def run_setting(label: str, interval: str | None, work: Path, trials: int, epoch
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH_DIR), str(REPO), env.get("PYTHONPATH")) if p)
     env.update(WANDB_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     out = work / f"{name}.json"
-    command = [sys.executable, __file__, "--child", str(out), "--work", str(work), "--name", name,
-               "--trials", str(trials), "--epochs", str(epochs)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(out),
+        "--work",
+        str(work),
+        "--name",
+        name,
+        "--trials",
+        str(trials),
+        "--epochs",
+        str(epochs),
+    ]
     print(f"{label}: {trials} trials x {epochs} epochs ...", flush=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode or not out.is_file():
-        raise RuntimeError(f"tune under {label} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"tune under {label} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return json.loads(out.read_text())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--quick", action="store_true", help="2 trials x 2 epochs")
     parser.add_argument("--trials", type=int, default=None, help="trials (default 4; 2 with --quick)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 4, smoke.yaml's; 2 with --quick)")
-    parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run with Ray's default 2 s health-check interval")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per trial (default 4, smoke.yaml's; 2 with --quick)"
+    )
+    parser.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run with Ray's default 2 s health-check interval",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
@@ -275,28 +333,81 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def report(results: dict[str, dict[str, Any]], comparison: dict[str, Any] | None) -> None:
     for label, r in results.items():
-        rows = [[t["trial_id"][:8], t["epochs"], t["wall_s"], t["train_s"], t["validate_s"], t["startup_s"],
-                 t["startup_raw_s"], t["report_s"], t["teardown_s"], t["overhead_s"]] for t in r["trials"]]
+        rows = [
+            [
+                t["trial_id"][:8],
+                t["epochs"],
+                t["wall_s"],
+                t["train_s"],
+                t["validate_s"],
+                t["startup_s"],
+                t["startup_raw_s"],
+                t["report_s"],
+                t["teardown_s"],
+                t["overhead_s"],
+            ]
+            for t in r["trials"]
+        ]
         m = r["mean"]
-        rows.append(["mean", "", m["wall_s"], m["train_s"], m["validate_s"], m["startup_s"], m["startup_raw_s"],
-                     m["report_s"], m["teardown_s"], m["overhead_s"]])
-        print_table(f"{label}: {r['n_trials']} trials, up to {r['concurrency']} at once, seconds",
-                    ["trial", "epochs", "wall", "train", "validate", "start-up", "start-up (raw)", "reports",
-                     "teardown", "overhead"], [[v if v is not None else "n/a" for v in row] for row in rows])
-        print_table(f"{label}: the experiment", ["measure", "s"], [
-            ["ray.init", r["ray_init_s"]], ["tune() wall", r["tune_wall_s"]],
-            *[[f"  {k}", v] for k, v in r["phases_s"].items()],
-            ["sum of training (epoch_time_s)", r["sum_train_s"]], ["sum of validation", r["sum_validate_s"]],
-            ["overhead per trial (concurrency x wall - train - val) / N", r["experiment_overhead_per_trial_s"]],
-            ["concurrency x wall / (train + val)", r["wall_over_training"]],
-        ])
+        rows.append(
+            [
+                "mean",
+                "",
+                m["wall_s"],
+                m["train_s"],
+                m["validate_s"],
+                m["startup_s"],
+                m["startup_raw_s"],
+                m["report_s"],
+                m["teardown_s"],
+                m["overhead_s"],
+            ]
+        )
+        print_table(
+            f"{label}: {r['n_trials']} trials, up to {r['concurrency']} at once, seconds",
+            [
+                "trial",
+                "epochs",
+                "wall",
+                "train",
+                "validate",
+                "start-up",
+                "start-up (raw)",
+                "reports",
+                "teardown",
+                "overhead",
+            ],
+            [[v if v is not None else "n/a" for v in row] for row in rows],
+        )
+        print_table(
+            f"{label}: the experiment",
+            ["measure", "s"],
+            [
+                ["ray.init", r["ray_init_s"]],
+                ["tune() wall", r["tune_wall_s"]],
+                *[[f"  {k}", v] for k, v in r["phases_s"].items()],
+                ["sum of training (epoch_time_s)", r["sum_train_s"]],
+                ["sum of validation", r["sum_validate_s"]],
+                [
+                    "overhead per trial (concurrency x wall - train - val) / N",
+                    r["experiment_overhead_per_trial_s"],
+                ],
+                ["concurrency x wall / (train + val)", r["wall_over_training"]],
+            ],
+        )
         phases = [t.get("startup_phases_s") or {} for t in r["trials"]]
         if all(phases):
-            print_table(f"{label}: trial start-up, mean seconds", ["phase", "s"],
-                        [[k, statistics.mean(p[k] for p in phases)] for k in phases[0]])
+            print_table(
+                f"{label}: trial start-up, mean seconds",
+                ["phase", "s"],
+                [[k, statistics.mean(p[k] for p in phases)] for k in phases[0]],
+            )
     if comparison:
-        print_table(f"health-check interval: {RAY_DEFAULT_INTERVAL} vs {RAYLUNG_INTERVAL}",
-                    ["measure", "value"], [[k, v if v is not None else "n/a"] for k, v in comparison.items()])
+        print_table(
+            f"health-check interval: {RAY_DEFAULT_INTERVAL} vs {RAYLUNG_INTERVAL}",
+            ["measure", "value"],
+            [[k, v if v is not None else "n/a"] for k, v in comparison.items()],
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -313,9 +424,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[label] = run_setting(label, interval, work, args.trials, args.epochs, index)
     comparison = compare(results)
     report(results, comparison)
-    payload = {"config": {"trials": args.trials, "epochs": args.epochs, "quick": args.quick, "compare": args.compare,
-                          "space": str(SMOKE.relative_to(REPO))},
-               "settings": results, "health_check": comparison}
+    payload = {
+        "config": {
+            "trials": args.trials,
+            "epochs": args.epochs,
+            "quick": args.quick,
+            "compare": args.compare,
+            "space": str(SMOKE.relative_to(REPO)),
+        },
+        "settings": results,
+        "health_check": comparison,
+    }
     save_json("tune_overhead", payload, args.out)
     return payload
 

@@ -28,8 +28,17 @@ from raylung.storage import download_files, is_uri, join, upload_dir
 
 # Driver-side files: small, written by the process that runs the tune or the training. On
 # URI storage they are written locally, then mirrored next to the trials' checkpoints.
-DRIVER_FILES = ("raylung.yaml", "space.json", "base_config.json", "config.json", "optuna.db",
-                "best.json", "results.json", "results.csv", "results.md")
+DRIVER_FILES = (
+    "raylung.yaml",
+    "space.json",
+    "base_config.json",
+    "config.json",
+    "optuna.db",
+    "best.json",
+    "results.json",
+    "results.csv",
+    "results.md",
+)
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,12 @@ def upload_dir(local: Path, location: str) -> None:
 
     filesystem, path = resolve_storage(location)
     filesystem.create_dir(path, recursive=True)
-    fs.copy_files(str(Path(local).resolve()), path, source_filesystem=fs.LocalFileSystem(),
-                  destination_filesystem=filesystem)
+    fs.copy_files(
+        str(Path(local).resolve()),
+        path,
+        source_filesystem=fs.LocalFileSystem(),
+        destination_filesystem=filesystem,
+    )
 
 
 def download_files(location: str, names: tuple[str, ...], local: Path) -> list[str]:

@@ -103,16 +103,24 @@ class RayTestCluster:
 
         resources = json.dumps({"raylung_trial_driver": TRIAL_DRIVER_SLOTS})
         self._ray(
-            "start", "--head", f"--port={self.port}", "--num-cpus=1", "--num-gpus=0",
-            f"--resources={resources}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-            f"--dashboard-port={free_port()}", f"--temp-dir={self.temp_dir}",
+            "start",
+            "--head",
+            f"--port={self.port}",
+            "--num-cpus=1",
+            "--num-gpus=0",
+            f"--resources={resources}",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            f"--dashboard-port={free_port()}",
+            f"--temp-dir={self.temp_dir}",
         )
         self.session = (self.temp_dir / "session_latest").resolve().name
         self.add_worker_node()
 
     def add_worker_node(self) -> None:
-        self._ray("start", f"--address={self.address}", "--num-cpus=1", "--num-gpus=0",
-                  "--disable-usage-stats")
+        self._ray(
+            "start", f"--address={self.address}", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"
+        )
         self.wait_for_nodes(2)
 
     def alive_nodes(self) -> list[dict]:

@@ -18,17 +18,29 @@ wandb: {{mode: disabled}}
 
 
 def tiny_config(
-    root: Path, storage: Path, *, name: str = "t", epochs: int = 3, workers: int = 1,
+    root: Path,
+    storage: Path,
+    *,
+    name: str = "t",
+    epochs: int = 3,
+    workers: int = 1,
     overrides: list[str] | None = None,
 ) -> RaylungConfig:
-    text = TINY.format(name=name, storage=storage, root=root, epochs=epochs, workers=workers,
-                       cache=storage / "cache")
+    text = TINY.format(
+        name=name, storage=storage, root=root, epochs=epochs, workers=workers, cache=storage / "cache"
+    )
     return load_config(text=text, overrides=overrides or [], allow_search=False).config
 
 
 def write_tiny_yaml(path: Path, root: Path, storage: Path, **kwargs) -> Path:
     name = kwargs.pop("name", "t")
-    text = TINY.format(name=name, storage=storage, root=root, epochs=kwargs.get("epochs", 3),
-                       workers=kwargs.get("workers", 1), cache=storage / "cache")
+    text = TINY.format(
+        name=name,
+        storage=storage,
+        root=root,
+        epochs=kwargs.get("epochs", 3),
+        workers=kwargs.get("workers", 1),
+        cache=storage / "cache",
+    )
     path.write_text(text)
     return path

@@ -32,14 +32,26 @@ def test_reduced_table3_on_lc25000(ray_address, lc25000_root, tmp_path):
     from raylung.benchmark.runner import run_benchmark
     from raylung.config.loading import load_config
 
-    loaded = load_config(REPO_SPACES / "baselines.yaml", [
-        f"experiment.storage={tmp_path}", f"data.root={lc25000_root}", "data.layout=auto",
-        f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=[64,64]", "data.loader_workers=0",
-        "model.depths=[1,1,1,1]", "train.epochs=1", "train.batch_size=32", "train.lr=0.001",
-        "train.max_steps_per_epoch=8",
-        "resources.use_gpu=false", "resources.cpus_per_worker=1", "search.max_concurrent_trials=2",
-        "wandb.mode=offline",
-    ])
+    loaded = load_config(
+        REPO_SPACES / "baselines.yaml",
+        [
+            f"experiment.storage={tmp_path}",
+            f"data.root={lc25000_root}",
+            "data.layout=auto",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.image_size=[64,64]",
+            "data.loader_workers=0",
+            "model.depths=[1,1,1,1]",
+            "train.epochs=1",
+            "train.batch_size=32",
+            "train.lr=0.001",
+            "train.max_steps_per_epoch=8",
+            "resources.use_gpu=false",
+            "resources.cpus_per_worker=1",
+            "search.max_concurrent_trials=2",
+            "wandb.mode=offline",
+        ],
+    )
     outcome = run_benchmark(loaded, [0], n_boot=100)
 
     assert [r.model for r in outcome.results] == list(TABLE_3)

@@ -39,22 +39,42 @@ def _ray_events(run: str, t0: float) -> list[dict]:
         return {"event": event, "phase": "at", "t": t0 + t, "run": run, "rank": rank}
 
     def span(event, a, b, rank=0):
-        return [{"event": event, "phase": "begin", "t": t0 + a, "run": run, "rank": rank},
-                {"event": event, "phase": "end", "t": t0 + b, "run": run, "rank": rank}]
+        return [
+            {"event": event, "phase": "begin", "t": t0 + a, "run": run, "rank": rank},
+            {"event": event, "phase": "end", "t": t0 + b, "run": run, "rank": rank},
+        ]
 
-    return [at("controller_start", 2.0), at("worker_group_start", 2.5), at("workers_created", 3.0),
-            at("train_context_ready", 4.0, 0), at("worker_group_ready", 5.0), *span("train_fn_start", 5.5, 5.5),
-            *span("train_epoch", 6.0, 16.0), *span("validate", 16.0, 17.0), *span("checkpoint_save", 17.0, 17.5),
-            *span("report", 17.5, 18.0), *span("checkpoint_sync", 17.5, 17.6), *span("checkpoint_upload", 17.6, 17.8),
-            *span("worker_group_shutdown", 18.5, 18.7, None), at("controller_finish", 19.0)]
+    return [
+        at("controller_start", 2.0),
+        at("worker_group_start", 2.5),
+        at("workers_created", 3.0),
+        at("train_context_ready", 4.0, 0),
+        at("worker_group_ready", 5.0),
+        *span("train_fn_start", 5.5, 5.5),
+        *span("train_epoch", 6.0, 16.0),
+        *span("validate", 16.0, 17.0),
+        *span("checkpoint_save", 17.0, 17.5),
+        *span("report", 17.5, 18.0),
+        *span("checkpoint_sync", 17.5, 17.6),
+        *span("checkpoint_upload", 17.6, 17.8),
+        *span("worker_group_shutdown", 18.5, 18.7, None),
+        at("controller_finish", 19.0),
+    ]
 
 
 def test_summarize_run_splits_a_ray_run_and_overhead_compares_it_with_plain():
     events = _ray_events("r", 100.0)
-    events += [{"event": e, "phase": p, "t": 200.0 + t, "run": "plain", "rank": 0}
-               for e, p, t in (("train_epoch", "begin", 0.5), ("train_epoch", "end", 10.5), ("validate", "begin", 10.5),
-                               ("validate", "end", 11.5), ("checkpoint_save", "begin", 11.5),
-                               ("checkpoint_save", "end", 12.0))]
+    events += [
+        {"event": e, "phase": p, "t": 200.0 + t, "run": "plain", "rank": 0}
+        for e, p, t in (
+            ("train_epoch", "begin", 0.5),
+            ("train_epoch", "end", 10.5),
+            ("validate", "begin", 10.5),
+            ("validate", "end", 11.5),
+            ("checkpoint_save", "begin", 11.5),
+            ("checkpoint_save", "end", 12.0),
+        )
+    ]
     ray_run = train_overhead.summarize_run(events, "r", 100.0, 119.5)
     assert ray_run["startup_s"] == pytest.approx(5.5) and ray_run["setup_s"] == pytest.approx(0.5)
     assert ray_run["train_s"] == pytest.approx(10.0) and ray_run["report_s"] == pytest.approx(0.5)
@@ -74,21 +94,40 @@ def test_summarize_run_splits_a_ray_run_and_overhead_compares_it_with_plain():
 
 
 def test_steady_images_per_s_leaves_out_the_first_epoch():
-    history = [{"images_per_s": 10.0, "epoch_time_s": 10.0}, {"images_per_s": 50.0, "epoch_time_s": 2.0},
-               {"images_per_s": 25.0, "epoch_time_s": 4.0}]
+    history = [
+        {"images_per_s": 10.0, "epoch_time_s": 10.0},
+        {"images_per_s": 50.0, "epoch_time_s": 2.0},
+        {"images_per_s": 25.0, "epoch_time_s": 4.0},
+    ]
     assert train_overhead.steady_images_per_s(history) == pytest.approx(200 / 6)
     assert train_overhead.scaling({"images_per_s": 10.0}, {"images_per_s": 18.0}) == pytest.approx(
-        {"speedup": 1.8, "efficiency": 0.9, "met": True})
+        {"speedup": 1.8, "efficiency": 0.9, "met": True}
+    )
 
 
 def test_step_split_factors_multiply_to_the_ddp_speedup():
     def rank(mode_steps: dict[str, float], images: dict[str, int], allreduce=()):
-        rows = [{"mode": m, "rank": 0, "images": images[m], "data": 0.01, "forward": s / 3, "backward": s / 2,
-                 "optimizer": 0.0, "step": s} for m, s in mode_steps.items() for _ in range(3)]
+        rows = [
+            {
+                "mode": m,
+                "rank": 0,
+                "images": images[m],
+                "data": 0.01,
+                "forward": s / 3,
+                "backward": s / 2,
+                "optimizer": 0.0,
+                "step": s,
+            }
+            for m, s in mode_steps.items()
+            for _ in range(3)
+        ]
         return {"rows": rows, "allreduce_s": list(allreduce), "params": 1000}
 
-    solo = rank({"1 process, global batch": 0.2, "1 process, half batch": 0.12},
-                {"1 process, global batch": 16, "1 process, half batch": 8}, (0.004,))
+    solo = rank(
+        {"1 process, global batch": 0.2, "1 process, half batch": 0.12},
+        {"1 process, global batch": 16, "1 process, half batch": 8},
+        (0.004,),
+    )
     ddp = rank({"ddp sync": 0.15, "ddp no_sync": 0.13}, {"ddp sync": 8, "ddp no_sync": 8})
     ranks = {0: {**solo, "rows": solo["rows"] + ddp["rows"]}, 1: ddp}
     split = train_overhead.summarize_split(ranks, 16)
@@ -106,8 +145,9 @@ def test_timeline_callback_and_loop_instrumentation_record_spans(tmp_path):
     with timeline.on_report(), timeline.on_checkpoint_transfer():
         pass
     calls = []
-    loop = SimpleNamespace(**{name: (lambda name=name: calls.append(name) or name)
-                              for name in train_overhead.LOOP_PHASES})
+    loop = SimpleNamespace(
+        **{name: (lambda name=name: calls.append(name) or name) for name in train_overhead.LOOP_PHASES}
+    )
     train_overhead.instrument_loop(lambda e, p: train_overhead.record(path, e, p, run="run-1", rank=0), loop)
     train_overhead.instrument_loop(lambda e, p: None, loop)  # a second run only swaps the recorder
     assert loop.train_one_epoch() == "train_one_epoch" and calls == ["train_one_epoch"]
@@ -128,11 +168,24 @@ def test_the_training_loop_calls_the_instrumented_names_as_module_globals():
 
     source = (BENCH_DIR.parent / "raylung" / "train" / "loop.py").read_text()
     tree = ast.parse(source)
-    loop_fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train_loop_per_worker")
-    called = {n.func.id for n in ast.walk(loop_fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    loop_fn = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train_loop_per_worker"
+    )
+    called = {
+        n.func.id for n in ast.walk(loop_fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
     assert set(train_overhead.LOOP_PHASES) <= called
     first = next(n for n in loop_fn.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call))
     assert first.value.func.id == "quiet_ray_train_reports"  # its start marks the function's start
+
+
+def test_cpu_meter_counts_a_child_process_that_exits_inside_the_block():
+    import subprocess
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    with train_overhead.CpuMeter(interval_s=0.05) as meter:
+        subprocess.run([sys.executable, "-S", "-c", busy], check=True)
+    assert meter.seconds is not None and 0.4 <= meter.seconds < 5
 
 
 # --- tune_overhead --------------------------------------------------------------------------
@@ -150,14 +203,20 @@ def test_tune_overhead_overrides_make_a_valid_smoke_config_with_every_epoch_run(
 
 
 def test_summarize_tune_counts_overhead_start_up_and_concurrency():
-    clocks = {"a": {"start": 0.0, "first_result": 12.0, "complete": 20.0},
-              "b": {"start": 1.0, "first_result": 13.0, "complete": 22.0},
-              "c": {"start": 20.0, "first_result": 30.0, "complete": 36.0}}
+    clocks = {
+        "a": {"start": 0.0, "first_result": 12.0, "complete": 20.0},
+        "b": {"start": 1.0, "first_result": 13.0, "complete": 22.0},
+        "c": {"start": 20.0, "first_result": 30.0, "complete": 36.0},
+    }
     histories = {t: [{"epoch_time_s": 2.0}, {"epoch_time_s": 2.0}] for t in clocks}
-    events = [{"event": "validate", "phase": p, "t": t, "run": "a", "rank": 0}
-              for p, t in (("begin", 14.0), ("end", 14.5), ("begin", 17.0), ("end", 17.5))]
-    events += [{"event": "train_epoch", "phase": p, "t": t, "run": "a", "rank": 0}
-               for p, t in (("begin", 10.0), ("end", 12.0))]
+    events = [
+        {"event": "validate", "phase": p, "t": t, "run": "a", "rank": 0}
+        for p, t in (("begin", 14.0), ("end", 14.5), ("begin", 17.0), ("end", 17.5))
+    ]
+    events += [
+        {"event": "train_epoch", "phase": p, "t": t, "run": "a", "rank": 0}
+        for p, t in (("begin", 10.0), ("end", 12.0))
+    ]
     result = tune_overhead.summarize_tune(clocks, histories, events, 40.0, {"run": 38.0}, 5.0)
     assert result["concurrency"] == 2 and result["n_trials"] == 3
     a = next(t for t in result["trials"] if t["trial_id"] == "a")
@@ -166,8 +225,12 @@ def test_summarize_tune_counts_overhead_start_up_and_concurrency():
     assert result["experiment_overhead_per_trial_s"] == pytest.approx((2 * 40.0 - 12.0 - 1.0) / 3)
     ours = {**result, "tune_wall_s": 40.0}
     slower = {**result, "tune_wall_s": 50.0, "phases_s": {"run": 47.5}}
-    comparison = tune_overhead.compare({tune_overhead.RAYLUNG_INTERVAL: ours, tune_overhead.RAY_DEFAULT_INTERVAL: slower})
-    assert comparison["tune_wall_ratio"] == pytest.approx(1.25) and comparison["tuner_run_ratio"] == pytest.approx(1.25)
+    comparison = tune_overhead.compare(
+        {tune_overhead.RAYLUNG_INTERVAL: ours, tune_overhead.RAY_DEFAULT_INTERVAL: slower}
+    )
+    assert comparison["tune_wall_ratio"] == pytest.approx(1.25) and comparison[
+        "tuner_run_ratio"
+    ] == pytest.approx(1.25)
     assert tune_overhead.compare({tune_overhead.RAYLUNG_INTERVAL: ours}) is None
 
 
@@ -182,21 +245,53 @@ def test_overlap_counts_intervals_open_at_once():
 
 def _fake_results(suite: Path) -> dict[str, dict]:
     data = {
-        "model_step": {"config": {"batch_size": 8}, "results": {
-            "resnet_ours50": {"params": 24e6, "median_s": 4.0, "ratio_to_resnet50": 1.25},
-            "resnet50": {"params": 23.5e6, "median_s": 3.2, "ratio_to_resnet50": 1.0}}},
-        "data_loading": {"loader": [{"source": "LC25000 224x224", "cache": True, "workers": 2, "images_per_s": 500.0,
-                                     "ratio_to_train_step": 250.0}],
-                         "train_step": {"model": "raylung resnet_ours50", "images_per_s": 2.0}},
-        "train_overhead": {"ray_init_s": 5.0, "overhead": {
-            "plain": {"wall_s": 100.0}, "ray": {"wall_s": 108.0, "startup_s": 6.0, "report_s": 1.0, "teardown_s": 0.6},
-            "fraction_direct": 0.074, "fraction_ray_only": 0.07, "dominant": "start-up"},
-            "scaling": {"runs": {"1": {"images_per_s": 50.0}, "2": {"images_per_s": 90.0}}, "speedup": 1.8,
-                        "efficiency": 0.9}},
-        "tune_overhead": {"settings": {"raylung (0.25 s)": {
-            "n_trials": 4, "tune_wall_s": 60.0, "sum_train_s": 20.0, "sum_validate_s": 2.0,
-            "mean": {"overhead_s": 12.0, "startup_s": 9.0}, "experiment_overhead_per_trial_s": 24.5}},
-            "health_check": {"tune_wall_ratio": 1.3, "trial_teardown_s_saved": 3.1}},
+        "model_step": {
+            "config": {"batch_size": 8},
+            "results": {
+                "resnet_ours50": {"params": 24e6, "median_s": 4.0, "ratio_to_resnet50": 1.25},
+                "resnet50": {"params": 23.5e6, "median_s": 3.2, "ratio_to_resnet50": 1.0},
+            },
+        },
+        "data_loading": {
+            "loader": [
+                {
+                    "source": "LC25000 224x224",
+                    "cache": True,
+                    "workers": 2,
+                    "images_per_s": 500.0,
+                    "ratio_to_train_step": 250.0,
+                }
+            ],
+            "train_step": {"model": "raylung resnet_ours50", "images_per_s": 2.0},
+        },
+        "train_overhead": {
+            "ray_init_s": 5.0,
+            "overhead": {
+                "plain": {"wall_s": 100.0},
+                "ray": {"wall_s": 108.0, "startup_s": 6.0, "report_s": 1.0, "teardown_s": 0.6},
+                "fraction_direct": 0.074,
+                "fraction_ray_only": 0.07,
+                "dominant": "start-up",
+            },
+            "scaling": {
+                "runs": {"1": {"images_per_s": 50.0}, "2": {"images_per_s": 90.0}},
+                "speedup": 1.8,
+                "efficiency": 0.9,
+            },
+        },
+        "tune_overhead": {
+            "settings": {
+                "raylung (0.25 s)": {
+                    "n_trials": 4,
+                    "tune_wall_s": 60.0,
+                    "sum_train_s": 20.0,
+                    "sum_validate_s": 2.0,
+                    "mean": {"overhead_s": 12.0, "startup_s": 9.0},
+                    "experiment_overhead_per_trial_s": 24.5,
+                }
+            },
+            "health_check": {"tune_wall_ratio": 1.3, "trial_teardown_s_saved": 3.1},
+        },
     }
     runs = {}
     for name, payload in data.items():
@@ -247,11 +342,20 @@ def test_run_all_runs_each_benchmark_with_its_short_flags(tmp_path):
 # --- gpu --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "peak"), [
-    ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
-    ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10G", 70.0), ("NVIDIA L4", 121.0),
-    ("NVIDIA L40S", None), ("Tesla T4", None),
-])
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A10G", 70.0),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA L40S", None),
+        ("Tesla T4", None),
+    ],
+)
 def test_gpu_peak_table_matches_device_names(name, peak):
     assert gpu.peak_tflops(name)[0] == peak
     assert gpu.peak_tflops(name, override=123.0) == (123.0, "--peak-tflops")
@@ -259,7 +363,9 @@ def test_gpu_peak_table_matches_device_names(name, peak):
 
 def test_gpu_plan_puts_eager_bf16_channels_last_first_and_compile_last_within_budget():
     plan = gpu.build_plan(["resnet_ours50", "resnet50"], [8, 32, 64, 128], [64])
-    assert len(plan) == 2 * 4 * 4 + 2
+    assert len(plan) == 2 * 4 * 4 + 1 + 2
+    plain = [c for c in plan if c.mode == "plain"]  # kernels off: only for ResNet-ours, in fp32
+    assert [(c.model, c.batch, c.precision) for c in plain] == [("resnet_ours50", 64, "fp32")]
     assert (plan[0].precision, plan[0].layout, plan[0].mode) == ("bf16", "channels_last", "eager")
     assert [c.model for c in plan[:2]] == ["resnet_ours50", "resnet50"]
     assert all(c.mode == "compile" for c in plan[-2:]) and len({c.label for c in plan}) == len(plan)
@@ -289,10 +395,15 @@ def test_gpu_dry_run_builds_the_model_and_runs_the_eager_plan_on_cpu(tmp_path):
     gpu.main(["--dry-run", "--models", "resnet_ours_tiny", "--out", str(out)])
     saved = json.loads(out.read_text())
     rows = saved["rows"]
-    assert len(rows) == 4 + 1 and saved["peak_bf16_tflops"] == 1.0 and saved["config"]["height"] == 32
+    assert len(rows) == 4 + 1 + 1 and saved["peak_bf16_tflops"] == 1.0 and saved["config"]["height"] == 32
+    assert rows[-2]["mode"] == "plain" and rows[-2]["status"] == "ok"
     eager = [r for r in rows if r["mode"] == "eager"]
     assert {(r["precision"], r["layout"]) for r in eager} == {
-        ("bf16", "channels_last"), ("fp32", "contiguous"), ("bf16", "contiguous"), ("fp32", "channels_last")}
+        ("bf16", "channels_last"),
+        ("fp32", "contiguous"),
+        ("bf16", "contiguous"),
+        ("fp32", "channels_last"),
+    }
     assert all(r["status"] == "ok" and r["images_per_s"] > 0 for r in eager)
     assert rows[-1]["mode"] == "compile" and rows[-1]["status"].startswith("skipped")
     with torch.device("meta"):
@@ -300,18 +411,33 @@ def test_gpu_dry_run_builds_the_model_and_runs_the_eager_plan_on_cpu(tmp_path):
     row = eager[0]
     assert row["train_gflops_per_image"] == pytest.approx(expected)
     assert row["mfu"] == pytest.approx(row["images_per_s"] * expected * 1e9 / 1e12)
-    assert saved["summary"]["best"]["resnet_ours_tiny"]["images_per_s"] == max(r["images_per_s"] for r in eager)
+    assert saved["summary"]["best"]["resnet_ours_tiny"]["images_per_s"] == max(
+        r["images_per_s"] for r in eager
+    )
 
 
 def test_gpu_summary_ratios_compare_switches_and_models():
     def row(model, precision, layout, speed, mode="eager"):
-        return {"model": model, "batch": 32, "precision": precision, "layout": layout, "mode": mode,
-                "status": "ok", "images_per_s": speed, "mfu": None}
+        return {
+            "model": model,
+            "batch": 32,
+            "precision": precision,
+            "layout": layout,
+            "mode": mode,
+            "status": "ok",
+            "images_per_s": speed,
+            "mfu": None,
+        }
 
-    rows = [row("a", "fp32", "contiguous", 100.0), row("a", "bf16", "contiguous", 250.0),
-            row("a", "bf16", "channels_last", 300.0), row("a", "bf16", "channels_last", 360.0, "compile"),
-            row("b", "fp32", "contiguous", 200.0), row("b", "bf16", "channels_last", 600.0),
-            {**row("b", "bf16", "contiguous", 0.0), "status": "out of memory"}]
+    rows = [
+        row("a", "fp32", "contiguous", 100.0),
+        row("a", "bf16", "contiguous", 250.0),
+        row("a", "bf16", "channels_last", 300.0),
+        row("a", "bf16", "channels_last", 360.0, "compile"),
+        row("b", "fp32", "contiguous", 200.0),
+        row("b", "bf16", "channels_last", 600.0),
+        {**row("b", "bf16", "contiguous", 0.0), "status": "out of memory"},
+    ]
     summary = gpu.summarize(rows)
     assert summary["best"]["a"]["mode"] == "compile" and summary["best"]["b"]["images_per_s"] == 600.0
     ratios = {(s["model"], s["switch"]): s["ratio"] for s in summary["speedups"]}

@@ -20,8 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def raylung(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raylung", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "raylung", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+    )
 
 
 @pytest.mark.multinode
@@ -31,11 +36,20 @@ def test_two_node_tune_spreads_each_trial_over_both_nodes(ray_cluster, demo_root
     from raylung.tune import workflow
 
     storage = tmp_path / "shared-storage"
-    loaded = load_config(SMOKE, smoke_overrides(
-        storage, demo_root, "search.num_samples=2", "search.max_concurrent_trials=1",
-        "search.asha.enabled=false", "train.epochs=2", "resources.num_workers=2",
-        "resources.placement_strategy=STRICT_SPREAD", "wandb.mode=disabled",
-    ))
+    loaded = load_config(
+        SMOKE,
+        smoke_overrides(
+            storage,
+            demo_root,
+            "search.num_samples=2",
+            "search.max_concurrent_trials=1",
+            "search.asha.enabled=false",
+            "train.epochs=2",
+            "resources.num_workers=2",
+            "resources.placement_strategy=STRICT_SPREAD",
+            "wandb.mode=disabled",
+        ),
+    )
     outcome = workflow.tune(loaded)
 
     assert len(outcome.trials) == 2 and all(t.status == "completed" for t in outcome.trials)
@@ -59,9 +73,23 @@ def test_losing_a_worker_node_fails_clearly_and_the_run_resumes(ray_cluster, dem
     run_dir = tmp_path / "run"
     env = dict(os.environ, RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="10")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "raylung", "train", str(config), "--output", str(run_dir),
-         "--set", "train.max_failures=1", "--resource-wait", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "raylung",
+            "train",
+            str(config),
+            "--output",
+            str(run_dir),
+            "--set",
+            "train.max_failures=1",
+            "--resource-wait",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     snapshot = run_dir / "run" / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + 300
@@ -93,8 +121,9 @@ def test_losing_a_worker_node_fails_clearly_and_the_run_resumes(ray_cluster, dem
 
 def test_unreachable_address_fails_in_seconds(tmp_path):
     start = time.monotonic()
-    done = raylung("tune", str(SMOKE), "--address", "127.0.0.1:9", "--set", f"experiment.storage={tmp_path}",
-                   timeout=120)
+    done = raylung(
+        "tune", str(SMOKE), "--address", "127.0.0.1:9", "--set", f"experiment.storage={tmp_path}", timeout=120
+    )
     assert done.returncode == 2
     assert "cannot reach a Ray cluster at 127.0.0.1:9" in done.stderr
     assert time.monotonic() - start < 60

@@ -83,12 +83,15 @@ def driver_problems(config: dict) -> list[str]:
             f"drivers reserve one each, so it needs >= {wanted} (ours.yaml max_concurrent_trials)"
         )
     if head.get("GPU", 0) or head.get("CPU", 0):
-        problems.append(f"head node type {head_type} must advertise no CPUs and no GPUs for training "
-                        f"workers, got {head}")
+        problems.append(
+            f"head node type {head_type} must advertise no CPUs and no GPUs for training workers, got {head}"
+        )
     for name, node in _worker_types(config).items():
         if node["resources"].get(TRIAL_DRIVER_RESOURCE, 0):
-            problems.append(f"worker type {name} advertises '{TRIAL_DRIVER_RESOURCE}': trial drivers "
-                            "belong on the head, which is never scaled down")
+            problems.append(
+                f"worker type {name} advertises '{TRIAL_DRIVER_RESOURCE}': trial drivers "
+                "belong on the head, which is never scaled down"
+            )
     return problems
 
 
@@ -102,11 +105,15 @@ def worker_problems(config: dict) -> list[str]:
         if res.get("GPU", 0) < 1:
             problems.append(f"worker type {name} advertises no GPU: {res}")
         if node.get("min_workers", 0) != 0:
-            problems.append(f"worker type {name} has min_workers {node['min_workers']}; GPU nodes must "
-                            "scale from min_workers: 0")
+            problems.append(
+                f"worker type {name} has min_workers {node['min_workers']}; GPU nodes must "
+                "scale from min_workers: 0"
+            )
         if res.get("CPU", 0) < need_cpu or res.get("GPU", 0) < need_gpu:
-            problems.append(f"worker type {name} ({res}) cannot host one ours.yaml training worker "
-                            f"({need_cpu} CPUs + {need_gpu} GPU)")
+            problems.append(
+                f"worker type {name} ({res}) cannot host one ours.yaml training worker "
+                f"({need_cpu} CPUs + {need_gpu} GPU)"
+            )
     gpus = {node["resources"].get("GPU", 0) for node in workers.values()}
     if not ({1} <= gpus and max(gpus, default=0) > 1):
         problems.append(f"want a single-GPU and a multi-GPU worker type, GPU counts are {sorted(gpus)}")
@@ -180,8 +187,13 @@ def check(raw: dict, pins: dict[str, Requirement]) -> dict:
 
     config = prepare_config(copy.deepcopy(raw))
     validate_config(config)
-    problems = (driver_problems(config) + worker_problems(config) + pin_problems(config, pins)
-                + mount_problems(config) + auth_problems(config))
+    problems = (
+        driver_problems(config)
+        + worker_problems(config)
+        + pin_problems(config, pins)
+        + mount_problems(config)
+        + auth_problems(config)
+    )
     if problems:
         raise ClusterConfigError("cluster.yaml:\n  " + "\n  ".join(problems))
     return config
@@ -268,6 +280,7 @@ def _set(path: str, value: Any) -> Callable[[dict], None]:
         for key in parents:
             config = config[key]
         config[leaf] = value
+
     return mutate
 
 
@@ -291,14 +304,24 @@ def _worker_without_token_auth(config: dict) -> None:
 
 
 SCHEMA_BREAKS = [  # (edit, Ray's message, the path of the field it points at)
-    pytest.param(_set("max_worker", 8),
-                 r"Additional properties are not allowed \('max_worker' was unexpected\)", (),
-                 id="unknown-top-level-key"),
-    pytest.param(_set("max_workers", "8"), r"'8' is not of type 'integer'", ("max_workers",),
-                 id="max_workers-not-an-integer"),
-    pytest.param(_set("available_node_types/ray.worker.gpu1/resources/GPU", 0.5),
-                 r"0.5 is not of type 'integer'",
-                 ("available_node_types", "ray.worker.gpu1", "resources", "GPU"), id="fractional-gpu"),
+    pytest.param(
+        _set("max_worker", 8),
+        r"Additional properties are not allowed \('max_worker' was unexpected\)",
+        (),
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        _set("max_workers", "8"),
+        r"'8' is not of type 'integer'",
+        ("max_workers",),
+        id="max_workers-not-an-integer",
+    ),
+    pytest.param(
+        _set("available_node_types/ray.worker.gpu1/resources/GPU", 0.5),
+        r"0.5 is not of type 'integer'",
+        ("available_node_types", "ray.worker.gpu1", "resources", "GPU"),
+        id="fractional-gpu",
+    ),
 ]
 
 
@@ -312,22 +335,49 @@ def test_schema_break_fails_naming_the_field(raw, pins, mutate, message, where):
 
 BROKEN_EDITS = [
     # The launcher's cross-field check.
-    pytest.param(_set("head_node_type", "ray.head.default"), ValueError,
-                 r"`head_node_type` must be one of `available_node_types`", id="head-type-missing"),
+    pytest.param(
+        _set("head_node_type", "ray.head.default"),
+        ValueError,
+        r"`head_node_type` must be one of `available_node_types`",
+        id="head-type-missing",
+    ),
     # raylung's invariants.
-    pytest.param(_drop_driver_resource, ClusterConfigError,
-                 rf"advertises 0 '{TRIAL_DRIVER_RESOURCE}' units", id="driver-resource-removed"),
-    pytest.param(_other_torch_pin, ClusterConfigError,
-                 r"installs torch==0\.0\.1, pyproject.toml pins torch==", id="torch-pin-mismatch"),
-    pytest.param(_set("available_node_types/ray.worker.gpu1/min_workers", 1), ClusterConfigError,
-                 r"ray.worker.gpu1 has min_workers 1", id="worker-min_workers-not-0"),
-    pytest.param(_set("available_node_types/ray.worker.gpu4/resources", {"CPU": 48}), ClusterConfigError,
-                 r"worker type ray.worker.gpu4 advertises no GPU", id="worker-without-gpu"),
-    pytest.param(_drop_search_spaces_mount, ClusterConfigError, r"search_spaces/ is not in file_mounts",
-                 id="search-spaces-not-mounted"),
-    pytest.param(_worker_without_token_auth, ClusterConfigError,
-                 r"worker_start_ray_commands: `ray start` must run with RAY_AUTH_MODE=token",
-                 id="worker-without-token-auth"),
+    pytest.param(
+        _drop_driver_resource,
+        ClusterConfigError,
+        rf"advertises 0 '{TRIAL_DRIVER_RESOURCE}' units",
+        id="driver-resource-removed",
+    ),
+    pytest.param(
+        _other_torch_pin,
+        ClusterConfigError,
+        r"installs torch==0\.0\.1, pyproject.toml pins torch==",
+        id="torch-pin-mismatch",
+    ),
+    pytest.param(
+        _set("available_node_types/ray.worker.gpu1/min_workers", 1),
+        ClusterConfigError,
+        r"ray.worker.gpu1 has min_workers 1",
+        id="worker-min_workers-not-0",
+    ),
+    pytest.param(
+        _set("available_node_types/ray.worker.gpu4/resources", {"CPU": 48}),
+        ClusterConfigError,
+        r"worker type ray.worker.gpu4 advertises no GPU",
+        id="worker-without-gpu",
+    ),
+    pytest.param(
+        _drop_search_spaces_mount,
+        ClusterConfigError,
+        r"search_spaces/ is not in file_mounts",
+        id="search-spaces-not-mounted",
+    ),
+    pytest.param(
+        _worker_without_token_auth,
+        ClusterConfigError,
+        r"worker_start_ray_commands: `ray start` must run with RAY_AUTH_MODE=token",
+        id="worker-without-token-auth",
+    ),
 ]
 
 

@@ -28,6 +28,7 @@ pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 
+
 def _inputs(batch: int) -> torch.Tensor:
     return torch.randn(batch, 3, SIZE[1], SIZE[0], generator=torch.Generator().manual_seed(batch))
 

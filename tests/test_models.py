@@ -116,7 +116,9 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
 def test_resnet_ours50_stage_shapes_at_paper_input() -> None:
     model = create_model("resnet_ours50").eval()
     shapes: list[tuple[int, ...]] = []
-    hooks = [s.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape))) for s in model.stages]
+    hooks = [
+        s.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape))) for s in model.stages
+    ]
     with torch.no_grad():
         stem = model.stem(torch.randn(1, 3, 240, 320))
         features = model.forward_head(model.stages(stem), pre_logits=True)
@@ -192,7 +194,9 @@ def test_downsample_paths_agree_on_odd_sizes() -> None:
     assert block.conv1.stride == (1, 1) and block.conv2.stride == (2, 2)
     assert block.downsample.conv.stride == (1, 1)
     # Without ceil_mode the pool would give 7x10; count_include_pad=False averages the edge.
-    assert_close(path_b[:, :, -1, 0], block.downsample.conv(pre[:, :, -1:, :2].mean((2, 3), keepdim=True))[:, :, 0, 0])
+    assert_close(
+        path_b[:, :, -1, 0], block.downsample.conv(pre[:, :, -1:, :2].mean((2, 3), keepdim=True))[:, :, 0, 0]
+    )
 
 
 def test_stride_one_projection_has_no_pool() -> None:
@@ -326,10 +330,14 @@ def test_config_rejects_unknown_model() -> None:
         ModelConfig(name="resnet_theirs")
 
 
-def test_eager_kernels_give_plain_autograd_gradients() -> None:
-    model = create_model("resnet_ours_tiny").double().train()
-    x = torch.randn(2, 3, 48, 64, dtype=torch.float64)
-    target = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_eager_kernels_give_plain_autograd_gradients(device: str) -> None:
+    model = create_model("resnet_ours_tiny").double().train().to(device)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, device=device)
+    target = torch.tensor([[1.0], [0.0]], dtype=torch.float64, device=device)
 
     def grads(fused: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad(set_to_none=True)

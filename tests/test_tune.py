@@ -33,8 +33,10 @@ def test_smoke_tune_runs_every_trial_and_asha_prunes(smoke):
 
 
 def test_every_trial_has_a_wandb_offline_run_with_one_row_per_epoch(smoke):
-    files = {p.name.removeprefix("run-").removesuffix(".wandb"): p
-             for p in smoke.experiment.wandb_dir.rglob("run-*.wandb")}
+    files = {
+        p.name.removeprefix("run-").removesuffix(".wandb"): p
+        for p in smoke.experiment.wandb_dir.rglob("run-*.wandb")
+    }
     for trial in smoke.trials:
         assert trial.trial_id in files, sorted(files)
         rows = [r for r in history_rows(files[trial.trial_id]) if "val_loss" in r]
@@ -107,11 +109,22 @@ def _reports_per_trial(experiment: Path) -> dict[str, int]:
 def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, demo_root, tmp_path):
     storage = tmp_path / "exp"
     args = ["tune", str(SMOKE)]
-    for item in smoke_overrides(storage, demo_root, "search.num_samples=3", "search.max_concurrent_trials=1",
-                                "search.asha.enabled=false", "train.epochs=3"):
+    for item in smoke_overrides(
+        storage,
+        demo_root,
+        "search.num_samples=3",
+        "search.max_concurrent_trials=1",
+        "search.asha.enabled=false",
+        "train.epochs=3",
+    ):
         args += ["--set", item]
-    proc = subprocess.Popen([sys.executable, "-m", "raylung", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raylung", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 400
     experiment = None
     while time.monotonic() < deadline:
@@ -129,12 +142,19 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     reports = _reports_per_trial(experiment)
-    finished = {trial: (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes()
-                for trial, count in reports.items() if count == 3}
+    finished = {
+        trial: (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes()
+        for trial, count in reports.items()
+        if count == 3
+    }
     interrupted = [trial for trial, count in reports.items() if count < 3]
 
-    resumed = subprocess.run([sys.executable, "-m", "raylung", "tune", "--resume", str(experiment)],
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "raylung", "tune", "--resume", str(experiment)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     for trial, snapshot in finished.items():  # never trained again
         assert (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes() == snapshot

@@ -11,6 +11,8 @@ ADDRESS_OPTION = typer.Option(
     None, "--address", help="Ray cluster to use (auto, HOST:PORT). Default: a local Ray on this machine."
 )
 RESOURCE_WAIT_OPTION = typer.Option(
-    None, "--resource-wait", help="Seconds to wait for an autoscaling cluster to offer the "
-    "resources a run needs (default: 600 with --address, 0 on the local Ray)."
+    None,
+    "--resource-wait",
+    help="Seconds to wait for an autoscaling cluster to offer the "
+    "resources a run needs (default: 600 with --address, 0 on the local Ray).",
 )

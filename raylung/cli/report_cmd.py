@@ -20,7 +20,8 @@ def report(
     n_boot: Annotated[
         int,
         typer.Option(
-            "--n-boot", min=0,
+            "--n-boot",
+            min=0,
             help="Bootstrap resamples for the 95% CIs when the report evaluates best/export itself "
             "(a retrain's test evaluation is shown as it was made).",
         ),

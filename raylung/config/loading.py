@@ -81,8 +81,10 @@ def load_config(
     text: str | None = None,
 ) -> LoadedConfig:
     """Read, override and validate a config; `allow_search=False` rejects distributions."""
-    source = parse_yaml(text, Path(path) if path else None) if text is not None else (
-        load_yaml(path) if path is not None else YamlSource({})
+    source = (
+        parse_yaml(text, Path(path) if path else None)
+        if text is not None
+        else (load_yaml(path) if path is not None else YamlSource({}))
     )
     apply_overrides(source, list(overrides))
     data, specs = extract_distributions(source.data, source.where, _MAPPING_FIELDS)

@@ -18,9 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 LabelName = Literal["cancer", "non_cancer"]
 EcaKernel = int | Literal["adaptive"]
-MetricName = Literal[
-    "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auroc"
-]
+MetricName = Literal["val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auroc"]
 
 
 class StrictModel(BaseModel):

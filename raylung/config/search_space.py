@@ -177,8 +177,15 @@ class SearchSpace:
 
     def to_json(self) -> list[dict[str, Any]]:
         return [
-            {"path": d.path, "kind": d.kind, "choices": list(d.choices), "low": d.low,
-             "high": d.high, "step": d.step, "when": {k: list(v) for k, v in d.when.items()}}
+            {
+                "path": d.path,
+                "kind": d.kind,
+                "choices": list(d.choices),
+                "low": d.low,
+                "high": d.high,
+                "step": d.step,
+                "when": {k: list(v) for k, v in d.when.items()},
+            }
             for d in self.distributions
         ]
 
@@ -262,4 +269,3 @@ def get_path(data: dict[str, Any], dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
-

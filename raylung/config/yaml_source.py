@@ -114,4 +114,3 @@ def apply_overrides(source: YamlSource, overrides: list[str]) -> YamlSource:
         source.lines.pop(key, None)
         source.lines[key] = -position
     return source
-

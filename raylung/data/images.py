@@ -63,9 +63,7 @@ def sniff_format(path: str | Path) -> str | None:
     return None
 
 
-def decode(
-    path: str | Path, target: tuple[int, int] | None = None, keep_aspect: bool = False
-) -> np.ndarray:
+def decode(path: str | Path, target: tuple[int, int] | None = None, keep_aspect: bool = False) -> np.ndarray:
     """The image's own pixels, HxWxC (C >= 1) in its own dtype; raises UnreadableImageError.
 
     ``target`` (width, height, fitted by ``keep_aspect``) lets a JPEG decode at a reduced DCT

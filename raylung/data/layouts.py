@@ -142,9 +142,7 @@ def _class_samples(
             )
         good, bad = screen(paths)
         skipped += bad
-        samples += [
-            Sample(str(p), label, subclass, p.relative_to(root).as_posix(), split) for p in good
-        ]
+        samples += [Sample(str(p), label, subclass, p.relative_to(root).as_posix(), split) for p in good]
     return samples, skipped
 
 

@@ -137,5 +137,11 @@ def discover_manifest(cfg: DataConfig) -> Discovery:
     notes = []
     if has_groups and no_group:
         notes.append(f"{no_group} manifest rows have no group: each is its own group")
-    return Discovery("manifest", Path(cfg.root).expanduser().resolve(), samples,
-                     "manifest" if has_groups else "file", missing + bad, notes)
+    return Discovery(
+        "manifest",
+        Path(cfg.root).expanduser().resolve(),
+        samples,
+        "manifest" if has_groups else "file",
+        missing + bad,
+        notes,
+    )

@@ -36,8 +36,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     unsupported = sorted(set(kwargs) - set(entry.kwargs))
     if unsupported:
         raise ValueError(
-            f"model {name!r} does not support {', '.join(unsupported)}; "
-            f"it accepts: {', '.join(entry.kwargs)}"
+            f"model {name!r} does not support {', '.join(unsupported)}; it accepts: {', '.join(entry.kwargs)}"
         )
     return entry.fn(**kwargs)
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "EcaKernel",
@@ -165,7 +166,9 @@ class EcaModule(nn.Module):
         beta: ECA-Net's b of the adaptive rule.
     """
 
-    def __init__(self, channels: int, kernel_size: EcaKernel = "adaptive", gamma: int = 2, beta: int = 1) -> None:
+    def __init__(
+        self, channels: int, kernel_size: EcaKernel = "adaptive", gamma: int = 2, beta: int = 1
+    ) -> None:
         super().__init__()
         self.kernel_size = eca_kernel_size(channels, kernel_size, gamma, beta)
         self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=(self.kernel_size - 1) // 2, bias=False)
@@ -222,7 +225,7 @@ def channel_spatial_attention(x: torch.Tensor, channel: EcaModule, spatial: Spat
 # (for the largest maps, page faults from the OS). These autograd functions compute exactly
 # the same forward values as the plain modules, and the same gradients up to floating-point
 # summation order, while allocating fewer full-size tensors. They are used only in eager mode
-# with autograd on; tests compare them against the plain modules.
+# with autograd on (not for double backward); tests compare them against the plain modules.
 
 
 _EAGER_KERNELS = True
@@ -255,7 +258,7 @@ def funnel_maximum(x: torch.Tensor, funnel: torch.Tensor) -> torch.Tensor:
     """``torch.maximum(x, funnel)``: FReLU's last step; `funnel` may be overwritten with it.
 
     In eager training it runs as :class:`_FunnelMax` (writes the maximum into `funnel`, which
-    no one else holds, and backpropagates through a saved mask); elsewhere it is the plain op.
+    no one else holds, and has a cheaper backward); elsewhere it is the plain op.
     """
     if _use_eager_kernels(x) and x.dtype == funnel.dtype and x.shape == funnel.shape:
         return _FunnelMax.apply(x, funnel)
@@ -263,29 +266,31 @@ def funnel_maximum(x: torch.Tensor, funnel: torch.Tensor) -> torch.Tensor:
 
 
 class _FunnelMax(torch.autograd.Function):
-    """``torch.maximum(x, funnel)`` written into `funnel`, with a two-pass backward.
+    """``torch.maximum(x, funnel)`` written into `funnel`, with a three-pass backward.
 
     Autograd's generic backward of ``maximum`` takes ten passes over the tensor to split the
-    gradient in half at exact ties; this one multiplies by a saved 0/1 mask ``x >= funnel``,
-    so at ties the gradient goes to `x` (TensorFlow's convention for ``tf.maximum``, the
-    paper's framework). Away from exact ties (a measure-zero set of inputs) the gradients are
-    identical. The mask is a float tensor because boolean ``where``/``masked_fill`` run about
-    five times slower on the CPU. `funnel` is the output of FReLU's batch norm, which saves its
-    input, not its output, so overwriting it is safe; the mask takes its place in memory.
+    gradient in half at exact ties. This one routes it by the 0/1 mask ``x >= max(x, funnel)``
+    (true exactly where ``x >= funnel``), rebuilt in the backward from tensors that are saved
+    anyway (`x` by the depthwise convolution, the output by the next layer), so the forward
+    stores nothing new. At exact ties (a measure-zero set of inputs) the whole gradient goes to
+    `x`, TensorFlow's convention for ``tf.maximum`` (the paper's framework). The mask is a float
+    tensor: boolean ``where``/``masked_fill`` run about five times slower on the CPU. `funnel`
+    is the output of FReLU's batch norm, which saves its input, not its output, so overwriting
+    it is safe.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, funnel: torch.Tensor) -> torch.Tensor:
-        mask = torch.ge(x, funnel, out=torch.empty_like(x))
-        torch.maximum(x, funnel, out=funnel)
+        out = torch.maximum(x, funnel, out=funnel)
         ctx.mark_dirty(funnel)
-        ctx.save_for_backward(mask)
-        return funnel
+        ctx.save_for_backward(x, out)
+        return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        (mask,) = ctx.saved_tensors
-        grad_x = grad * mask
+        x, out = ctx.saved_tensors
+        grad_x = torch.ge(x, out, out=torch.empty_like(grad)).mul_(grad)
         return grad_x, grad - grad_x
 
 
@@ -297,9 +302,12 @@ def _pixel_rows(t: torch.Tensor) -> torch.Tensor:
 def _batched_mv(mat: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
     """``mat[i] @ vec[i]`` for each i: (B, M, N) x (B, N) -> (B, M).
 
-    A loop of ``torch.mv`` (BLAS gemv, either operand order): on the CPU it is several times
-    faster than ``torch.bmm`` with a one-column right operand, which BLAS treats as a GEMM.
+    On the CPU a loop of ``torch.mv`` (BLAS gemv, either operand order) is several times
+    faster than ``torch.bmm`` with a one-column right operand, which BLAS treats as a GEMM; on
+    a GPU one batched kernel beats a launch per sample.
     """
+    if mat.device.type != "cpu":
+        return torch.bmm(mat, vec.unsqueeze(-1)).squeeze(-1)
     out = vec.new_empty(mat.shape[0], mat.shape[1])
     for i in range(mat.shape[0]):
         torch.mv(mat[i], vec[i], out=out[i])
@@ -342,6 +350,7 @@ class _ChannelSpatialAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, mean, a, s, eca_weight, sa_weight = ctx.saved_tensors
         b, c, h, w = x.shape

@@ -119,7 +119,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], *, row_attrs: Se
         body.append(f"<tr{attrs}>" + "".join(cells) + "</tr>")
     return (
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f'<tbody>{"".join(body)}</tbody></table></div>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
 
@@ -209,11 +209,21 @@ def _curves(data: ReportData, figures: Figures) -> str:
     parts = [image(figures.trials, "validation metric per epoch for every trial",
                    f"{data.header.metric} per epoch for every trial")]  # fmt: skip
     if best:
-        parts.append(image(figures.best_trial, "best trial learning curves",
-                           f"best trial {best['trial_id']}: train/validation loss and validation metrics"))
+        parts.append(
+            image(
+                figures.best_trial,
+                "best trial learning curves",
+                f"best trial {best['trial_id']}: train/validation loss and validation metrics",
+            )
+        )
     if data.retrain_curves is not None:
-        parts.append(image(data.retrain_curves, "retrain learning curves",
-                           f"{data.retrain_curves.parent.parent.name}: the best configuration retrained"))
+        parts.append(
+            image(
+                data.retrain_curves,
+                "retrain learning curves",
+                f"{data.retrain_curves.parent.parent.name}: the best configuration retrained",
+            )
+        )
     return section("learning-curves", "".join(parts))
 
 
@@ -244,7 +254,7 @@ def _test_metrics(data: ReportData) -> str:
         metrics, intervals = doc.get("metrics", {}), doc.get("confidence_intervals", {})
         rows = []
         for key, label in METRIC_NAMES.items():
-            low, high = (intervals.get(key) or (None, None))
+            low, high = intervals.get(key) or (None, None)
             ci = f"{fmt(low)} – {fmt(high)}" if low is not None else "–"
             rows.append([td(label), td(metrics.get(key), numeric=True), td(ci, numeric=True, raw=True)])
         parts.append(table(["metric", "value", "95% CI"], rows))

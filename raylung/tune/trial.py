@@ -25,7 +25,11 @@ def trial_config(base: RaylungConfig, space: SearchSpace, params: dict[str, Any]
 
 
 def run_trial(
-    params: dict[str, Any], *, base: RaylungConfig, space: SearchSpace, trials_storage: str,
+    params: dict[str, Any],
+    *,
+    base: RaylungConfig,
+    space: SearchSpace,
+    trials_storage: str,
     resource_wait_s: float = 0.0,
 ) -> None:
     """Tune function trainable (bound with `tune.with_parameters`)."""
@@ -33,5 +37,10 @@ def run_trial(
 
     cfg = trial_config(base, space, params)
     location = RunLocation(trials_storage, tune.get_context().get_trial_id())
-    fit(cfg, location, callbacks=[TuneReportCallback()], resume_hint="raylung tune --resume EXPERIMENT_DIR",
-        resource_wait_s=resource_wait_s)
+    fit(
+        cfg,
+        location,
+        callbacks=[TuneReportCallback()],
+        resume_hint="raylung tune --resume EXPERIMENT_DIR",
+        resource_wait_s=resource_wait_s,
+    )

@@ -1,0 +1,58 @@
+"""Numerics per device: fp32 on the CPU, bf16 autocast and channels_last on a GPU.
+
+The CUDA cases run where a GPU is present (they skip in CI); the CPU cases pin the defaults
+that keep CPU training exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from raylung.config import TrainConfig
+from raylung.models import create_model
+from raylung.train.precision import resolve_precision
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_cpu_defaults_are_fp32_contiguous_and_fp16_is_refused() -> None:
+    precision = resolve_precision(TrainConfig(), torch.device("cpu"))
+    assert precision.autocast_dtype is None and not precision.channels_last
+    assert precision.describe() == "cpu fp32 contiguous" and not precision.needs_scaler
+    assert resolve_precision(TrainConfig(amp="bf16"), torch.device("cpu")).autocast_dtype is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_precision(TrainConfig(amp="fp16"), torch.device("cpu"))
+
+
+@CUDA
+def test_cuda_defaults_are_bf16_channels_last() -> None:
+    precision = resolve_precision(TrainConfig(), torch.device("cuda"))
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert precision.autocast_dtype is expected and precision.channels_last
+
+
+@CUDA
+@pytest.mark.parametrize("amp", ["auto", "fp16", "off"])
+def test_a_cuda_training_step_under_each_precision_lowers_the_loss(amp: str) -> None:
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    precision = resolve_precision(TrainConfig(amp=amp), device)
+    memory_format = torch.channels_last if precision.channels_last else torch.contiguous_format
+    model = create_model("resnet_ours_tiny").to(device, memory_format=memory_format).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = precision.make_scaler()
+    images = torch.randn(8, 3, 48, 64).pin_memory().to(device, non_blocking=True)
+    images = images.contiguous(memory_format=memory_format)
+    labels = torch.tensor([0.0, 1.0] * 4, device=device).view(-1, 1)
+    losses = []
+    for _ in range(8):
+        with precision.autocast():
+            loss = nn.functional.binary_cross_entropy_with_logits(model(images).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
