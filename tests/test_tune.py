@@ -165,3 +165,40 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
         assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
     assert len({json.dumps(r["params"], sort_keys=True) for r in results}) == 3
     assert Experiment.at(experiment).best_json.is_file()
+
+
+def test_reports_reach_tune_in_order_when_the_run_returns_right_after_its_last_one(ray_cluster, tmp_path):
+    from ray import tune
+
+    from raylung.cluster.connect import TRIAL_DRIVER_RESOURCE
+
+    def reports_then_returns(config: dict) -> None:  # nested: Ray pickles it by value
+        """A trial whose 'Train run' reports and returns at once: the race of Ray's own callback."""
+        from raylung.tune.reports import fit_reporting_to_tune
+
+        def fake_fit(callbacks):
+            for epoch in range(1, config["epochs"] + 1):
+                callbacks[0].after_report(None, [{"epoch": epoch, "val_loss": 1.0 / epoch}], None)
+            if config["fail"]:
+                raise ValueError("the train run failed")
+            return "fitted"
+
+        assert fit_reporting_to_tune(fake_fit) == "fitted"
+
+    trainable = tune.with_resources(reports_then_returns, {"CPU": 0, TRIAL_DRIVER_RESOURCE: 1})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"epochs": 5, "fail": tune.grid_search([False, False, False, True])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=2),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="reports", verbose=0),
+    )
+    start = time.monotonic()
+    grid = tuner.fit()
+    assert time.monotonic() - start < 240  # Ray's callback could hang here for good
+    ok = [r for r in grid if not r.config["fail"]]
+    assert len(ok) == 3 and all(r.error is None for r in ok)
+    for result in ok:  # every report, once, in order
+        assert list(result.metrics_dataframe["epoch"]) == [1, 2, 3, 4, 5]
+        assert result.metrics["training_iteration"] == 5
+    (failed,) = [r for r in grid if r.config["fail"]]
+    assert failed.error is not None and "the train run failed" in str(failed.error)

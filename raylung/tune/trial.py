@@ -1,8 +1,8 @@
 """One Tune trial: sampled parameters -> a full config -> a distributed Ray Train run.
 
 Ray 2.60 runs Train V2, where a Tuner can no longer wrap a trainer: each trial is a function
-trainable that builds and fits its own ``TorchTrainer``. ``TuneReportCallback`` forwards rank
-0's per-epoch report (validation metrics already reduced over all workers) to Tune, where ASHA
+trainable that builds and fits its own ``TorchTrainer``; :mod:`raylung.tune.reports` forwards
+rank 0's per-epoch report (validation metrics already reduced over all workers) to Tune, where ASHA
 and Optuna see it. Each trial's checkpoints live under ``trials/<trial_id>``, so a trial that
 Tune restarts after an interruption resumes from its latest checkpoint.
 """
@@ -17,6 +17,7 @@ from raylung.config import RaylungConfig
 from raylung.config.loading import apply_params
 from raylung.config.search_space import SearchSpace
 from raylung.train.launcher import RunLocation, fit
+from raylung.tune.reports import fit_reporting_to_tune
 
 
 def trial_config(base: RaylungConfig, space: SearchSpace, params: dict[str, Any]) -> RaylungConfig:
@@ -33,14 +34,14 @@ def run_trial(
     resource_wait_s: float = 0.0,
 ) -> None:
     """Tune function trainable (bound with `tune.with_parameters`)."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     cfg = trial_config(base, space, params)
     location = RunLocation(trials_storage, tune.get_context().get_trial_id())
-    fit(
-        cfg,
-        location,
-        callbacks=[TuneReportCallback()],
-        resume_hint="raylung tune --resume EXPERIMENT_DIR",
-        resource_wait_s=resource_wait_s,
+    fit_reporting_to_tune(
+        lambda callbacks: fit(
+            cfg,
+            location,
+            callbacks=callbacks,
+            resume_hint="raylung tune --resume EXPERIMENT_DIR",
+            resource_wait_s=resource_wait_s,
+        )
     )

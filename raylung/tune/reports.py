@@ -1,0 +1,67 @@
+"""Forward a Ray Train run's per-epoch reports to Tune from the trial's own thread.
+
+Ray's ``TuneReportCallback`` (Ray 2.60) hands each report to the trial actor's main thread,
+which then puts it on the session's one-slot result queue itself. When the training function
+returns right after the last report, the function's own thread puts its "finished" marker on
+that queue first, and the main thread blocks forever on its second put: the only consumer is
+the thread that is stuck. On a busy machine that race hangs trials at their last epoch.
+
+Here the Train run fits in a helper thread, its reports travel through a Ray queue, and the
+trial's thread (the one Tune expects reports from) calls ``tune.report`` for each: one producer,
+so nothing can overtake the last report. The metrics carry ``checkpoint_path`` as
+``TuneReportCallback``'s do; the checkpoint itself is already in storage and is not re-uploaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+from ray.train.v2.api.callback import UserCallback
+from ray.util.queue import Queue
+
+CHECKPOINT_PATH_KEY = "checkpoint_path"
+_FINISHED = None  # reports are dicts: None marks the end of the run
+
+
+class QueueReportCallback(UserCallback):
+    """Put rank 0's metrics of each ``ray.train.report`` (and its checkpoint path) on `queue`."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        item = dict(metrics[0])
+        if checkpoint is not None:
+            item[CHECKPOINT_PATH_KEY] = checkpoint.path
+        self._queue.put(item)  # one slot: the controller waits until the trial takes it
+
+
+def fit_reporting_to_tune(fit: Callable[[list[UserCallback]], Any]) -> Any:
+    """Run ``fit(callbacks)`` in a helper thread and ``tune.report`` each report here.
+
+    Returns what `fit` returns and re-raises what it raises. If Tune stops the trial (ASHA),
+    ``tune.report`` ends this thread, as it would any function trainable, and the trial's
+    actor takes the Train run down with it.
+    """
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fit([QueueReportCallback(queue)])
+        except BaseException as exc:  # handed to the trial's thread below
+            outcome["error"] = exc
+        finally:
+            queue.put(_FINISHED)
+
+    thread = threading.Thread(target=run, name="raylung-train-fit", daemon=True)
+    thread.start()
+    while (item := queue.get()) is not _FINISHED:
+        tune.report(item)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
