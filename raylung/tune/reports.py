@@ -10,6 +10,8 @@ Here the Train run fits in a helper thread, its reports travel through a Ray que
 trial's thread (the one Tune expects reports from) calls ``tune.report`` for each: one producer,
 so nothing can overtake the last report. The metrics carry ``checkpoint_path`` as
 ``TuneReportCallback``'s do; the checkpoint itself is already in storage and is not re-uploaded.
+When Tune stops a trial (ASHA) its queue goes with it, and the Train run's last reports, made
+before the trial's actor takes the run down, are dropped quietly.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ray import tune
+from ray.exceptions import RayActorError
 from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Queue
 
@@ -36,7 +39,10 @@ class QueueReportCallback(UserCallback):
         item = dict(metrics[0])
         if checkpoint is not None:
             item[CHECKPOINT_PATH_KEY] = checkpoint.path
-        self._queue.put(item)  # one slot: the controller waits until the trial takes it
+        try:
+            self._queue.put(item)  # one slot: the controller waits until the trial takes it
+        except RayActorError:  # Tune stopped the trial (ASHA): its queue went with it
+            pass
 
 
 def fit_reporting_to_tune(fit: Callable[[list[UserCallback]], Any]) -> Any:
@@ -55,7 +61,10 @@ def fit_reporting_to_tune(fit: Callable[[list[UserCallback]], Any]) -> Any:
         except BaseException as exc:  # handed to the trial's thread below
             outcome["error"] = exc
         finally:
-            queue.put(_FINISHED)
+            try:
+                queue.put(_FINISHED)
+            except RayActorError:  # Tune already stopped the trial: no one waits for the end
+                pass
 
     thread = threading.Thread(target=run, name="raylung-train-fit", daemon=True)
     thread.start()
