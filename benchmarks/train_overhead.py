@@ -500,7 +500,7 @@ def plain_run(cfg, mark: Callable[[str, str], None]) -> list[dict[str, float]]:
     from raylung.data import LungDataset, SplitSet, worker_init_fn
     from raylung.models import build_model
     from raylung.train.inference import predict_split
-    from raylung.train.loop import make_optimizer, positive_weight, seed_everything
+    from raylung.train.loop import make_optimizer, positive_weight, seed_everything, train_step
     from raylung.train.precision import resolve_precision
     from raylung.train.state import TrainState, save_checkpoint
 
@@ -535,13 +535,8 @@ def plain_run(cfg, mark: Callable[[str, str], None]) -> list[dict[str, float]]:
         mark("train_epoch", "begin")
         model.train()
         seen, loss_sum, start = 0, 0.0, time.perf_counter()
-        for images, labels, _ in train_loader:  # the steps of raylung.train.loop.train_one_epoch
-            with precision.autocast():
-                loss = loss_fn(model(images).reshape(-1).float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        for images, labels, _ in train_loader:  # raylung's own step, without Ray around it
+            loss = train_step(model, images, labels, optimizer, scaler, loss_fn, precision)
             loss_sum += loss.item() * images.shape[0]
             seen += images.shape[0]
         seconds = time.perf_counter() - start

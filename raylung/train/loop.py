@@ -97,6 +97,28 @@ def make_optimizer(cfg: RaylungConfig, model: torch.nn.Module) -> torch.optim.Op
     return kind(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
+def train_step(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn: torch.nn.Module,
+    precision: Precision,
+) -> torch.Tensor:
+    """One optimizer step on a batch; returns the (detached) loss."""
+    if precision.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with precision.autocast():
+        logits = model(images).reshape(-1)
+        loss = loss_fn(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     loader: DataLoader,
@@ -115,15 +137,7 @@ def train_one_epoch(
         steps = min(steps, cfg.train.max_steps_per_epoch)
     total_loss, images_seen, start = 0.0, 0, time.perf_counter()
     for step, (images, labels, _) in enumerate(loader, start=1):
-        if precision.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with precision.autocast():
-            logits = model(images).reshape(-1)
-            loss = loss_fn(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss = train_step(model, images, labels, optimizer, scaler, loss_fn, precision)
         total_loss += loss.item() * images.shape[0]
         images_seen += images.shape[0]
         elapsed = time.perf_counter() - start
