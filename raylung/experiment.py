@@ -8,9 +8,10 @@
       splits.csv            the fixed split every trial and retrain uses
       optuna.db             the Optuna study (sqlite)
       tune/                 Ray Tune's experiment state (what `tune --resume` restores)
-      trials/<trial_id>/    each trial's Ray Train run: checkpoints + snapshot
+      trials/<trial_id>/    each trial's Ray Train run: checkpoints + snapshot, and pipeline.json
+                            (what the trial trains, as built: augmentation, model fingerprint)
       wandb/                W&B run files (offline runs are synced from here)
-      best.json, best/      the best trial's best epoch, and its export
+      best.json, best/      the best trial's best epoch and its pipeline, and its export
       results.csv|md|json   the trials table
       plots/                learning curves, comparison charts
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ DRIVER_FILES = (
     "space.json",
     "base_config.json",
     "config.json",
+    "pipeline.json",
     "optuna.db",
     "best.json",
     "results.json",
@@ -114,6 +118,30 @@ class Experiment:
         if is_uri(self.storage) and not any((self.local / name).exists() for name in DRIVER_FILES):
             if not download_files(self.path, DRIVER_FILES, self.local):
                 raise ConfigError(f"no raylung experiment found at {self.path}")
+
+    def discard(self) -> None:
+        """Remove everything of this experiment (local files and its storage folder): used when
+        a start fails before any trial ran, so a failed start leaves nothing behind."""
+        import shutil
+
+        from raylung.storage import resolve_storage
+
+        shutil.rmtree(self.local, ignore_errors=True)
+        if is_uri(self.storage):
+            filesystem, path = resolve_storage(self.path)
+            try:
+                filesystem.delete_dir(path)
+            except OSError:
+                pass  # never created
+
+    @contextmanager
+    def discarded_on_failure(self) -> Iterator[Experiment]:
+        """Within the block, any exception discards the experiment before it propagates."""
+        try:
+            yield self
+        except BaseException:
+            self.discard()
+            raise
 
     def read_best(self) -> dict[str, Any]:
         if not self.best_json.is_file():

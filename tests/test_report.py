@@ -139,6 +139,18 @@ def test_the_trials_table_has_one_row_per_trial_and_marks_the_best(page, smoke):
         assert fmt(trial.best_value, 4) in row and f'<td class="num">{trial.epochs}</td>' in row
 
 
+def test_the_best_trials_pipeline_and_every_trials_model_as_built_are_shown(page, smoke):
+    _, text = page
+    pipeline = smoke.best["pipeline"]
+    model = re.search(r'<span id="best-model">(.*?)</span>', text).group(1)
+    assert pipeline["model"]["fingerprint"] in model and f"{pipeline['model']['params']:,}" in model
+    augment = re.search(r'<span id="best-augment">(.*?)</span>', text).group(1)
+    assert augment == (", ".join(f"{k} p={v:.2g}" for k, v in pipeline["augment"].items()) or "none")
+    for trial in smoke.trials:
+        row = re.search(rf'<tr data-trial="{trial.trial_id}"[^>]*>(.*?)</tr>', text).group(1)
+        assert trial.pipeline["model"]["fingerprint"] in row
+
+
 def test_the_synthetic_banner_shows_at_the_top(page):
     _, text = page
     doc = _parse(text)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from run_factory import tiny_config, write_tiny_yaml
-from wandb_records import history_rows
+from wandb_records import history_rows, run_config
 
 from raylung.data import SplitSet
 from raylung.train import workflow
@@ -44,8 +44,18 @@ def test_two_worker_run_converges_and_exports(ray_address, demo_root, tmp_path):
     assert (outcome.directory / "plots" / "learning_curves.png").stat().st_size > 1000
     saved = json.loads((outcome.directory / "config.json").read_text())
     assert saved["data"]["splits_file"].endswith("splits.csv")
+    # The pipeline recorded before training is the one that trained: the exported weights'
+    # model, rebuilt, has its parameter count and architecture fingerprint.
+    from raylung.plan.effective import architecture_fingerprint
+    from raylung.train.export import load_export
+
+    pipeline = json.loads((outcome.directory / "pipeline.json").read_text())
+    trained = load_export(outcome.export).model
+    assert pipeline["model"]["params"] == sum(p.numel() for p in trained.parameters())
+    assert pipeline["model"]["fingerprint"] == architecture_fingerprint(trained)
     # W&B: rank 0 alone logged one offline run, inside the run directory, one row per epoch.
     (run_file,) = (outcome.directory / "wandb").rglob("run-*.wandb")
+    assert run_config(run_file)["effective"]["digest"] == pipeline["digest"]
     rows = [r for r in history_rows(run_file) if "val_loss" in r]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["val_auroc"] == pytest.approx(outcome.history[-1]["val_auroc"])

@@ -70,6 +70,84 @@ def test_best_json_names_a_stored_checkpoint_of_the_best_epoch(smoke):
     assert loaded.config.model.name == "resnet_ours_tiny"
 
 
+def test_each_trial_records_the_pipeline_it_trained_everywhere_its_config_is(smoke):
+    """trial folder, results.json, the trial's W&B run config, best.json: one pipeline each."""
+    from raylung.config.loading import trial_config
+    from raylung.plan.effective import effective_pipeline
+    from raylung.tune.tuner import reload
+
+    prepared = reload(smoke.experiment)
+    files = {
+        p.name.removeprefix("run-").removesuffix(".wandb"): p
+        for p in smoke.experiment.wandb_dir.rglob("run-*.wandb")
+    }
+    saved = {
+        row["trial_id"]: row for row in json.loads((smoke.experiment.local / "results.json").read_text())
+    }
+    for trial in smoke.trials:
+        written = json.loads(
+            (smoke.experiment.local / "trials" / trial.trial_id / "pipeline.json").read_text()
+        )
+        resolved = effective_pipeline(trial_config(prepared.base, prepared.space, trial.params)).to_json()
+        assert written == resolved == trial.pipeline == saved[trial.trial_id]["pipeline"]
+        policy = trial.params["data.augment.policy"]
+        if policy != "custom":  # the policy's documented transforms, none dropped
+            from raylung.data.policies import POLICIES
+
+            assert written["augment"] == {k: v for k, v in POLICIES[policy].items() if v > 0}
+        logged = run_config(files[trial.trial_id])["effective"]
+        assert logged["model"]["fingerprint"] == written["model"]["fingerprint"]
+        assert logged["augment"] == written["augment"] and logged["digest"] == written["digest"]
+    best = json.loads(smoke.experiment.best_json.read_text())
+    winner = next(t for t in smoke.trials if t.trial_id == best["trial_id"])
+    assert best["pipeline"] == winner.pipeline
+
+
+def test_dry_run_lists_the_trials_the_tune_started(smoke, demo_root):
+    """The start-up trials TPE drew in the real tune (its own Optuna study, in ask order) are the
+    dry run's, value for value, and each ran as a Tune trial with the dry run's pipeline."""
+    import optuna
+
+    from raylung.config.loading import load_config
+    from raylung.plan.dry_run import plan_trials
+
+    loaded = load_config(SMOKE, smoke_overrides(Path("/unused"), demo_root, "search.num_samples=4"))
+    planned = plan_trials(loaded)
+    startup = loaded.config.search.n_startup_trials
+    study = optuna.load_study(study_name=smoke.experiment.name, storage=smoke.experiment.optuna_url)
+    asked = sorted(study.trials, key=lambda t: t.number)
+    assert [loaded.space.decode(t.params) for t in asked[:startup]] == [p.params for p in planned[:startup]]
+    ran = {json.dumps(t.params, sort_keys=True): t.pipeline["digest"] for t in smoke.trials}
+    for plan in planned[:startup]:
+        assert ran[json.dumps(plan.params, sort_keys=True)] == plan.pipeline.digest
+
+
+def test_train_best_refuses_a_config_that_no_longer_builds_the_best_pipeline(smoke, tmp_path):
+    """An edited base config (here the old defect: a strength forced to 0.0) is caught before any
+    training, naming what differs."""
+    import shutil
+
+    from raylung.errors import ConfigError
+    from raylung.train.workflow import retrain_best
+
+    copy = tmp_path / smoke.experiment.name
+    shutil.copytree(
+        smoke.experiment.local, copy, ignore=shutil.ignore_patterns("trials", "wandb", "retrain-*")
+    )
+    best = json.loads((copy / "best.json").read_text())
+    space = json.loads((copy / "space.json").read_text())
+    searched = {row["path"].rsplit(".", 1)[-1] for row in space}
+    trained = [name for name in best["pipeline"]["augment"] if name not in searched]
+    # turn off a transform the best trial trained, or (none) force one on
+    field, value = (trained[0], 0.0) if trained else ("hflip", 1.0)
+    base = json.loads((copy / "base_config.json").read_text())
+    base["data"]["augment"][field] = value
+    (copy / "base_config.json").write_text(json.dumps(base))
+    with pytest.raises(ConfigError, match=f"augment.{field}"):
+        retrain_best(str(copy), storage="unused", progress=False)
+    assert not list(copy.glob("retrain-*"))
+
+
 def test_train_best_retrains_evaluates_on_test_and_exports(smoke):
     from raylung.train.workflow import retrain_best
 

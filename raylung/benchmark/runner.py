@@ -125,7 +125,9 @@ def run_benchmark(
     metric, mode = prepared.base.search_metric, prepared.base.search_mode
     by_model: dict[str, list[tuple[SeedRun, dict]]] = {m: [] for m in models}
     for result in results_grid:
-        trial = summarize_trial(result, prepared.space, metric, mode, prepared.base.train.epochs, experiment)
+        trial = summarize_trial(
+            result, prepared.space, metric, mode, prepared.base.train.epochs, experiment, prepared.base
+        )
         if trial.status == "error":
             log.error("benchmark run %s failed: %s", trial.trial_id, trial.error)
             continue

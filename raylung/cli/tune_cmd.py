@@ -20,6 +20,13 @@ def tune(
     ),
     num_samples: int | None = typer.Option(None, "--num-samples", "-n", help="Number of trials."),
     resume: str | None = typer.Option(None, "--resume", help="Continue the experiment in this directory."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="List the trials the search would start (sampled params, augmentation and model as "
+        "built) and check the space; no Ray, no data, no training.",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="With --dry-run: the JSON-lines file to write."),
 ) -> None:
     """Tune the model: every trial a distributed Ray Train run; the best epoch is exported."""
     from raylung.cluster.connect import RayTarget
@@ -27,18 +34,18 @@ def tune(
     from raylung.errors import ConfigError
     from raylung.tune import workflow
 
+    if dry_run:
+        if space is None or resume:
+            raise ConfigError("--dry-run needs a search space file (and no --resume)")
+        _dry_run(load_config(space, _overrides(set_, storage, num_samples)), out)
+        return
     target = RayTarget(address=address, resource_wait_s=resource_wait)
     if resume:
         outcome = workflow.resume(resume, target)
     else:
         if space is None:
             raise ConfigError("give a search space (raylung tune search_spaces/smoke.yaml) or --resume DIR")
-        overrides = list(set_ or [])
-        if storage:
-            overrides.append(f"experiment.storage={storage}")
-        if num_samples:
-            overrides.append(f"search.num_samples={num_samples}")
-        outcome = workflow.tune(load_config(space, overrides), target)
+        outcome = workflow.tune(load_config(space, _overrides(set_, storage, num_samples)), target)
     console = Console()
     console.print(f"experiment: {outcome.experiment.path}")
     if outcome.best:
@@ -54,6 +61,61 @@ def tune(
             f"W&B offline runs: {outcome.experiment.wandb_dir}  (upload with `wandb sync --sync-all` there)"
         )
     console.print("retrain and test the best configuration with: raylung train --best")
+
+
+def _overrides(set_: list[str] | None, storage: str | None, num_samples: int | None) -> list[str]:
+    overrides = list(set_ or [])
+    if storage:
+        overrides.append(f"experiment.storage={storage}")
+    if num_samples:
+        overrides.append(f"search.num_samples={num_samples}")
+    return overrides
+
+
+def _dry_run(loaded, out: Path | None) -> None:
+    """Check the space, list its trials, write them as JSON lines; exit 2 on a space error."""
+    import datetime as dt
+
+    from rich.table import Table
+
+    from raylung.plan.dry_run import plan_trials, write_jsonl
+    from raylung.plan.space_check import check_space
+
+    console = Console()
+    problems = check_space(loaded)
+    trials = plan_trials(loaded)
+    table = Table(title=f"Dry run: {len(trials)} trials of {loaded.config.experiment.name}")
+    for column in ("#", "sampled values", "augmentation as built", "model as built"):
+        table.add_column(column, overflow="fold")
+    for trial in trials:
+        model = trial.pipeline.model
+        table.add_row(
+            str(trial.number),
+            "\n".join(f"{k.rsplit('.', 1)[-1]}={_cell(v)}" for k, v in trial.params.items()),
+            trial.pipeline.augment_text(),
+            f"{model.name}\n{model.params:,} params\n{model.fingerprint}",
+        )
+    console.print(table)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = write_jsonl(
+        trials, out or Path(".raylung") / "dry-runs" / f"{loaded.config.experiment.name}-{stamp}.jsonl"
+    )
+    console.print(f"trials written to {path}")
+    distinct = len({t.pipeline.digest for t in trials})
+    console.print(f"{distinct} distinct pipelines among {len(trials)} trials")
+    for problem in problems:
+        style = "red" if problem.level == "error" else "yellow"
+        console.print(f"[{style}]{problem.level}:[/] {problem}", highlight=False, soft_wrap=True)
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        from raylung.plan.space_check import SpaceCheckError
+
+        raise SpaceCheckError(f"the search space has {len(errors)} parameter(s) that change nothing (above)")
+    console.print("space check: every searched parameter changes the pipeline")
+
+
+def _cell(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def register(app: typer.Typer) -> None:

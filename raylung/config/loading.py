@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,16 @@ from raylung.config.schema import RaylungConfig
 from raylung.config.search_space import (
     Distribution,
     SearchSpace,
+    delete_path,
     extract_distributions,
+    get_path,
     order_by_condition,
     set_path,
 )
 from raylung.config.yaml_source import YamlSource, apply_overrides, load_yaml, parse_yaml
 from raylung.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Fields whose value is itself a mapping: never mistaken for a distribution or a section.
 _MAPPING_FIELDS = frozenset({"data.label_map"})
@@ -103,16 +108,29 @@ def load_config(
         except ValueError as exc:
             raise ConfigError(f"{source.where(dotted)}: {dotted}: {exc}") from None
 
+    where = {d.path: source.where(d.path) for d in dists}
+    dists = _settle_fixed_conditions(dists, data, where)
+    space = SearchSpace(tuple(order_by_condition(dists, where)))
+
+    # The base holds each unconditional parameter's first candidate (every trial overwrites
+    # it) and no value at all for a conditional one: where its condition fails, a trial keeps
+    # the schema default, never a candidate of the inactive branch.
     base = copy.deepcopy(data)
-    for dist in dists:
-        set_path(base, dist.path, dist.candidates()[0])
+    for dist in space.distributions:
+        if dist.when:
+            delete_path(base, dist.path)
+        else:
+            set_path(base, dist.path, dist.candidates()[0])
     config = _validate(base, source)
 
     errors: list[str] = []
-    for dist in dists:
-        for candidate in dist.candidates()[1:] if dist.kind == "choice" else dist.candidates():
+    for dist in space.distributions:
+        context = _activating_values(space, dist)
+        first_is_base = dist.kind == "choice" and not dist.when
+        for candidate in dist.candidates()[1:] if first_is_base else dist.candidates():
             trial = copy.deepcopy(base)
-            set_path(trial, dist.path, candidate)
+            for path, value in {**context, dist.path: candidate}.items():
+                set_path(trial, path, value)
             try:
                 RaylungConfig.model_validate(trial)
             except ValidationError as exc:
@@ -120,15 +138,93 @@ def load_config(
                 errors.extend(_format_errors(exc, source, note))
     if errors:
         raise ConfigError("\n".join(dict.fromkeys(errors)))
-
-    where = {d.path: source.where(d.path) for d in dists}
-    space = SearchSpace(tuple(order_by_condition(dists, where)))
     return LoadedConfig(config=config, space=space, source=source)
 
 
+def _settle_fixed_conditions(
+    dists: list[Distribution], data: dict[str, Any], where: dict[str, str]
+) -> list[Distribution]:
+    """Resolve `when` conditions on fields the file (or --set) fixes to one value.
+
+    `--set data.augment.policy=heavy` on a space whose strengths are searched `when` the policy
+    is `custom` fixes the condition: a condition that holds is dropped (the parameter is always
+    searched), and a parameter whose condition cannot hold is not searched at all (it keeps its
+    schema default, with a warning), exactly as a trial with that value would resolve it.
+    A condition on a field the file does not mention stays an error (see order_by_condition).
+    """
+    missing = object()
+    dropped: dict[str, Any] = {}  # path -> the schema default it keeps
+
+    def fixed_value(dotted: str) -> Any:
+        if dotted in dropped:
+            return dropped[dotted]
+        value = get_path(data, dotted, missing)
+        return missing if isinstance(value, dict) else value
+
+    kept = {d.path: d for d in dists}
+    changed = True
+    while changed:
+        changed = False
+        for dist in list(kept.values()):
+            fixed = {
+                p: allowed
+                for p, allowed in dist.when.items()
+                if p not in kept and fixed_value(p) is not missing
+            }
+            if not fixed:
+                continue
+            changed = True
+            failed = {p: fixed_value(p) for p, allowed in fixed.items() if fixed_value(p) not in allowed}
+            if failed:
+                del kept[dist.path]
+                delete_path(data, dist.path)
+                dropped[dist.path] = get_path(RaylungConfig().model_dump(mode="json"), dist.path)
+                log.warning(
+                    "%s: %s is not searched: its condition does not hold for %s",
+                    where[dist.path],
+                    dist.path,
+                    ", ".join(f"{p}={v!r}" for p, v in failed.items()),
+                )
+            else:
+                remaining = {p: a for p, a in dist.when.items() if p not in fixed}
+                kept[dist.path] = replace(dist, when=remaining)
+    return [kept[d.path] for d in dists if d.path in kept]
+
+
+def _activating_values(space: SearchSpace, dist: Distribution) -> dict[str, Any]:
+    """Values of the parameters `dist` depends on (transitively) that make it active."""
+    by_path = {d.path: d for d in space.distributions}
+    values: dict[str, Any] = {}
+    pending = list(dist.when.items())
+    while pending:
+        path, allowed = pending.pop()
+        if path not in values:
+            values[path] = allowed[0]
+            pending.extend(by_path[path].when.items())
+    return values
+
+
 def apply_params(config: RaylungConfig, params: dict[str, Any]) -> RaylungConfig:
-    """A copy of `config` with sampled {dotted path: value} set, validated again."""
+    """A copy of `config` with {dotted path: value} set, validated again."""
+    return _apply(config, params, ())
+
+
+def trial_config(base: RaylungConfig, space: SearchSpace, values: dict[str, Any]) -> RaylungConfig:
+    """The full config of one trial: `base` with the active searched values set.
+
+    `values` are decoded config values ({dotted path: value}). Every searched parameter that
+    is not active for them (its `when` fails, or it was not drawn) is reset to its schema
+    default, whatever `base` holds there. This is the one function the tune, the dry run and
+    `train --best` use, so all three resolve a trial the same way.
+    """
+    active = space.resolve(values)
+    return _apply(base, active, [p for p in space.paths if p not in active])
+
+
+def _apply(config: RaylungConfig, params: dict[str, Any], reset: Any) -> RaylungConfig:
     data = config.model_dump(mode="json")
+    for dotted in reset:
+        delete_path(data, dotted)
     for dotted, value in params.items():
         set_path(data, dotted, value)
     try:

@@ -127,6 +127,8 @@ class ModelConfig(StrictModel):
     # Architecture fields left at None take the registered variant's own default (for
     # resnet_ours50: eca_k adaptive, stem (32, 64), depths (3, 4, 6, 3), width 1.0). A model
     # that has no such field (the timm baselines have no ECA) rejects a value set here.
+    # stem_channels are widths at width 1 (the paper's (32, 64)): the model multiplies them by
+    # `width` and rounds to a multiple of 8, so resnet_ours_tiny (width 0.25) builds (8, 16).
     eca_k: EcaKernel | None = None
     stem_channels: tuple[int, int] | None = None
     depths: tuple[int, int, int, int] | None = None

@@ -12,9 +12,12 @@ A search space is an ordinary raylung config in which a searchable field (see
         policy: {choice: [light, heavy, custom]}
         hed_jitter: {uniform: [0.0, 0.5], when: {data.augment.policy: custom}}
 
-``when`` makes a parameter conditional on the sampled value of a ``choice`` (Optuna samples it
-only when the condition holds; otherwise the field keeps its default). Every candidate value
-is checked against the schema before anything runs, so an impossible range fails at load time.
+``when`` makes a parameter conditional on the sampled value of a ``choice``: Optuna samples it
+only when the condition holds, and otherwise the parameter is *absent* from the trial, so the
+field keeps its schema default (``None`` for an augmentation strength: the policy's value).
+An inactive parameter never takes one of its candidate values. Every candidate value is
+checked against the schema, with its conditions met, before anything runs, so an impossible
+range fails at load time.
 """
 
 from __future__ import annotations
@@ -136,7 +139,8 @@ class Distribution:
         return sampled
 
     def active(self, sampled: dict[str, Any]) -> bool:
-        return all(sampled.get(path) in allowed for path, allowed in self.when.items())
+        """Whether every condition holds for these decoded values (an absent one never holds)."""
+        return all(path in sampled and sampled[path] in allowed for path, allowed in self.when.items())
 
     def describe(self) -> str:
         if self.kind == "choice":
@@ -174,6 +178,18 @@ class SearchSpace:
         """Sampled parameters (as Ray reports them) -> {dotted path: config value}."""
         by_path = {d.path: d for d in self.distributions}
         return {path: by_path[path].decode(value) for path, value in params.items() if path in by_path}
+
+    def resolve(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Only the parameters active under `values` (decoded), in condition order.
+
+        A value given for a parameter whose condition does not hold is dropped: the trial's
+        field keeps its schema default, exactly as if the sampler had never drawn it.
+        """
+        active: dict[str, Any] = {}
+        for dist in self.distributions:
+            if dist.path in values and dist.active(active):
+                active[dist.path] = values[dist.path]
+        return active
 
     def to_json(self) -> list[dict[str, Any]]:
         return [
@@ -260,6 +276,18 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
+
+
+def delete_path(data: dict[str, Any], dotted: str) -> None:
+    """Remove a dotted key if present, so validation gives the field its schema default."""
+    node: Any = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
 
 
 def get_path(data: dict[str, Any], dotted: str, default: Any = None) -> Any:

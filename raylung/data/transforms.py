@@ -90,9 +90,19 @@ def normalisation(cfg: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(mean), tuple(std)
 
 
-def augmentations(cfg: DataConfig) -> list[BasicTransform]:
-    """The training transforms with non-zero probability, in pipeline order."""
+# Transforms that can never change an image of `in_chans` channels: never built for it.
+_NO_EFFECT_ON: dict[int, frozenset[str]] = {1: frozenset({"hed_jitter"})}
+
+
+def named_augmentations(cfg: DataConfig) -> list[tuple[str, BasicTransform]]:
+    """(strength field, transform) of every training transform that is built, in pipeline order.
+
+    A transform is built when its resolved probability is above zero and it can act on the
+    input (HED stain jitter needs 3 channels). This list is the pipeline's one source: the
+    training transform and the effective pipeline recorded for a run both read it.
+    """
     p = resolve_strengths(cfg.augment)
+    skipped = _NO_EFFECT_ON.get(cfg.in_chans, frozenset())
     candidates: list[tuple[str, Any]] = [
         ("hflip", lambda q: A.HorizontalFlip(p=q)),
         ("vflip", lambda q: A.VerticalFlip(p=q)),
@@ -108,7 +118,12 @@ def augmentations(cfg: DataConfig) -> list[BasicTransform]:
         ("blur", lambda q: A.GaussianBlur(blur_limit=0, sigma_limit=(0.3, 1.5), p=q)),
         ("noise", lambda q: A.GaussNoise(std_range=(0.01, 0.05), p=q)),
     ]  # fmt: skip
-    return [make(p[name]) for name, make in candidates if p[name] > 0]
+    return [(name, make(p[name])) for name, make in candidates if p[name] > 0 and name not in skipped]
+
+
+def augmentations(cfg: DataConfig) -> list[BasicTransform]:
+    """The training transforms that are built, in pipeline order."""
+    return [transform for _, transform in named_augmentations(cfg)]
 
 
 class ImageTransform:
@@ -160,5 +175,5 @@ def build_transform(cfg: DataConfig, train: bool) -> ImageTransform:
 
 
 def describe_augmentations(cfg: DataConfig) -> Sequence[tuple[str, float]]:
-    """(transform, probability) pairs in effect, for reports and the preview title."""
-    return [(k, v) for k, v in resolve_strengths(cfg.augment).items() if v > 0]
+    """(transform, probability) pairs as built, for reports and the preview title."""
+    return [(name, float(transform.p)) for name, transform in named_augmentations(cfg)]

@@ -157,6 +157,7 @@ def _header(data: ReportData) -> str:
         ("search metric", esc(f"{h.metric} ({'lower' if h.mode == 'min' else 'higher'} is better)")),
         ("trials", esc(len(data.trials))),
         ("best trial", esc(best_text)),
+        *_best_pipeline_facts(h.best),
     ]
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     toc = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS.items())
@@ -164,6 +165,30 @@ def _header(data: ReportData) -> str:
         f'<header class="report" id="overview"><h1>raylung experiment report: {esc(h.name)}</h1>{banner}'
         f'<dl class="facts">{dl}</dl><nav class="toc">{toc}</nav></header>'
     )
+
+
+def _best_pipeline_facts(best: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The best trial's effective pipeline (best.json): what it trained, as built."""
+    pipeline = (best or {}).get("pipeline")
+    if not pipeline:
+        return []
+    model = pipeline["model"]
+    arch = "; ".join(f"{k} {v}" for k, v in model.get("arch", {}).items())
+    model_text = f"{model['name']}, {model['params']:,} parameters, fingerprint {model['fingerprint']}"
+    return [
+        (
+            "best model as built",
+            f'<span id="best-model">{esc(model_text)}</span>' + (f"<br>{esc(arch)}" if arch else ""),
+        ),
+        (
+            "best augmentation as built",
+            f'<span id="best-augment">{esc(_augment(pipeline["augment"]))}</span>',
+        ),
+    ]
+
+
+def _augment(augment: dict[str, float]) -> str:
+    return ", ".join(f"{name} p={p:.2g}" for name, p in augment.items()) or "none"
 
 
 def _space(data: ReportData) -> str:
@@ -189,13 +214,20 @@ def _trials(data: ReportData) -> str:
         cells = [td(esc(t.trial_id) + (" ★" if t.trial_id == best_id else ""), raw=True)]
         values = [t.params.get(p) for p in params]
         cells += [td(param(v), numeric=isinstance(v, (int, float)), raw=True) for v in values]
+        pipeline = t.pipeline or {}
+        model = pipeline.get("model")
+        cells += [
+            td(_augment(pipeline["augment"]) if pipeline else "–"),
+            td(f"{model['name']} · {model['fingerprint']}" if model else "–"),
+        ]
         cells += [td(fmt(t.best_value, 4), numeric=True, raw=True), td(t.best_epoch, numeric=True),
                   td(t.epochs, numeric=True), td(status, raw=True)]  # fmt: skip
         rows.append(cells)
         attrs.append(f'data-trial="{esc(t.trial_id)}"' + (' class="best"' if t.trial_id == best_id else ""))
     counts = Counter(t.status for t in data.trials)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    header = ["trial", *params, f"best {metric}", "best epoch", "epochs run", "status"]
+    header = ["trial", *params, "augmentation as built", "model as built", f"best {metric}", "best epoch",
+              "epochs run", "status"]  # fmt: skip
     body = (
         note(f"{len(data.trials)} trials: {summary}. pruned = stopped by ASHA; early-stopped = no "
              f"{metric} improvement for `patience` epochs; ★ = best trial.")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from raylung.config import RaylungConfig
-from raylung.data import ensure_demo_data, resolve_splits
+from raylung.data import SplitSet, ensure_demo_data, resolve_splits
 from raylung.errors import ClusterError, RaylungError
 
 try:  # Ray Train V2 (the default since Ray 2.5x) raises this when a run fails for good
@@ -46,12 +46,23 @@ class RunLocation:
         return None if "://" in self.storage else Path(self.path)
 
 
-def prepare_splits(cfg: RaylungConfig, directory: str) -> RaylungConfig:
-    """Fix the run's split once, in its directory, and point the config at it."""
+def check_data(cfg: RaylungConfig) -> SplitSet:
+    """Read the data's layout and split (writing the demo data if asked) and validate them.
+
+    Run before anything is created or started, so a missing root, an empty class or a leaking
+    split fails at once and leaves no experiment folder and no Ray behind.
+    """
     if cfg.data.demo:
         ensure_demo_data(cfg.data)
+    return resolve_splits(cfg.data)
+
+
+def prepare_splits(cfg: RaylungConfig, directory: str, split_set: SplitSet | None = None) -> RaylungConfig:
+    """Fix the run's split once, in its directory, and point the config at it."""
     splits_file = join(directory, SPLITS_FILE)
-    resolve_splits(cfg.data, out=splits_file)
+    if split_set is None:
+        split_set = check_data(cfg)
+    split_set.save(splits_file)
     data = cfg.data.model_copy(update={"splits_file": splits_file})
     return cfg.model_copy(update={"data": data})
 

@@ -19,6 +19,7 @@ from raylung.cluster.connect import RayTarget, connect
 from raylung.config import RaylungConfig
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
+from raylung.plan.effective import PIPELINE_FILE, EffectivePipeline, effective_pipeline
 from raylung.storage import check_writable
 from raylung.tracking import init_kwargs, offline_run_dirs, resolve_mode
 from raylung.train.launcher import RunLocation, check_resources, fit, has_snapshot, prepare_splits
@@ -54,7 +55,7 @@ def _wandb_kwargs(cfg: RaylungConfig, directory: Path, name: str, job_type: str)
         # Stable across processes, so a resumed run continues the same W&B run.
         name=name,
         run_id=f"{name}-{hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
-        config=cfg.model_dump(mode="json"),
+        config={**cfg.model_dump(mode="json"), "effective": effective_pipeline(cfg).to_json()},
         job_type=job_type,
     )
 
@@ -95,7 +96,7 @@ def train(
             )
         experiment.local.mkdir(parents=True, exist_ok=True)
         cfg = prepare_splits(cfg, experiment.path)
-        (experiment.local / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
+        _write_config(cfg, experiment.local)
         experiment.sync_up()
     return _run(
         cfg,
@@ -186,14 +187,16 @@ def retrain_best(
     progress: bool = True,
 ) -> TrainOutcome:
     """Retrain a search's best configuration for the full budget, evaluate on test, export."""
-    from raylung.config.loading import apply_params
+    from raylung.config.loading import trial_config
     from raylung.experiment import latest_experiment
     from raylung.tune.tuner import reload
 
     experiment = Experiment.at(experiment_dir) if experiment_dir else latest_experiment(storage)
     best = experiment.read_best()
     prepared = reload(experiment)
-    cfg = apply_params(prepared.base, best["params"])  # best.json holds decoded config values
+    # best.json holds decoded config values; resolved exactly as the tune resolved the trial.
+    cfg = trial_config(prepared.base, prepared.space, best["params"])
+    verify_pipeline(cfg, best)
     if full:
         cfg = _train_on_train_and_validation(cfg, best, experiment)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -201,7 +204,7 @@ def retrain_best(
     directory = experiment.local / name
     directory.mkdir(parents=True)
     # Same split as the search: the retrain is evaluated on the test split no trial has seen.
-    (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
+    _write_config(cfg, directory)
     location = RunLocation(experiment.file(name), RUN_NAME)
     outcome = _run(
         cfg,
@@ -225,6 +228,31 @@ def retrain_best(
         _log_retrain_results(_wandb_kwargs(cfg, directory, directory.name, "retrain"), outcome)
         experiment.sync_up()
     return outcome
+
+
+def verify_pipeline(cfg: RaylungConfig, best: dict[str, Any]) -> None:
+    """Refuse to retrain unless `cfg` builds the pipeline the best trial trained (best.json)."""
+    recorded = best.get("pipeline")
+    if not recorded:
+        log.warning("best.json records no pipeline (an older experiment): the retrain is not verified")
+        return
+    rebuilt = effective_pipeline(cfg)
+    expected = EffectivePipeline.from_json(recorded)
+    if rebuilt != expected:
+        changed = ", ".join(rebuilt.differences(expected))
+        raise ConfigError(
+            f"the retrain would not train what trial {best.get('trial_id')} trained: {changed} differ "
+            f"(recorded pipeline {expected.digest}, rebuilt {rebuilt.digest}). Was the experiment's "
+            "base_config.json edited, or raylung's models or augmentations changed since the search?"
+        )
+    log.info("retrain rebuilds the best trial's pipeline %s", rebuilt.digest)
+
+
+def _write_config(cfg: RaylungConfig, directory: Path) -> None:
+    """The run's config and its effective pipeline (what it trains, as built)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))
+    (directory / PIPELINE_FILE).write_text(json.dumps(effective_pipeline(cfg).to_json(), indent=1))
 
 
 def _train_on_train_and_validation(cfg: RaylungConfig, best: dict, experiment: Experiment) -> RaylungConfig:

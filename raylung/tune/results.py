@@ -38,6 +38,8 @@ class TrialSummary:
     # trial ASHA stops may finish one more epoch before it is stopped, and a resumed trial's
     # early epochs may be missing from Tune's log; the trial's checkpoint keeps them all.
     reported_epochs: list[int] = field(default_factory=list)
+    # What the trial trained, as built (raylung.plan.effective): written by the trial itself.
+    pipeline: dict[str, Any] | None = None
 
     @property
     def stopped_early(self) -> bool:
@@ -65,6 +67,24 @@ def checkpoint_history(experiment: Experiment, trial_id: str) -> list[dict[str, 
         return load_state(Path(directory)).history
 
 
+def trial_pipeline_record(
+    experiment: Experiment | None, trial_id: str, base: RaylungConfig | None, space: SearchSpace, params: dict
+) -> dict[str, Any] | None:
+    """The pipeline the trial wrote into its folder; else resolved again from its parameters."""
+    from raylung.data import storage
+    from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
+
+    if experiment is not None:
+        location = join(experiment.trials_storage, trial_id, PIPELINE_FILE)
+        if storage.exists(location):
+            return json.loads(storage.read_text(location))
+    if base is None:
+        return None
+    from raylung.config.loading import trial_config
+
+    return effective_pipeline(trial_config(base, space, params)).to_json()
+
+
 def summarize_trial(
     result: Any,
     space: SearchSpace,
@@ -72,6 +92,7 @@ def summarize_trial(
     mode: str,
     max_epochs: int,
     experiment: Experiment | None = None,
+    base: RaylungConfig | None = None,
 ) -> TrialSummary:
     """One Tune ``Result`` -> a summary row (history from the trial's checkpoint if given)."""
     frame = result.metrics_dataframe
@@ -102,9 +123,10 @@ def summarize_trial(
         status = "pruned"
     else:
         status = "completed"
+    params = space.decode({k: v for k, v in (result.config or {}).items() if k in space.paths})
     return TrialSummary(
         trial_id=str(trial_id),
-        params=space.decode({k: v for k, v in (result.config or {}).items() if k in space.paths}),
+        params=params,
         status=status,
         epochs=epochs,
         best_value=best_value,
@@ -112,6 +134,7 @@ def summarize_trial(
         history=history,
         error=None if result.error is None else str(result.error).splitlines()[0][:300],
         reported_epochs=reported,
+        pipeline=trial_pipeline_record(experiment, str(trial_id), base, space, params),
     )
 
 
@@ -167,6 +190,8 @@ def export_best(
         "checkpoint": checkpoint.path,
         "export": str(export),
         "params": best.params,
+        # What the best trial trained, as built; `train --best` checks it rebuilds the same.
+        "pipeline": best.pipeline,
         "metrics": metrics,
     }
     experiment.best_json.write_text(json.dumps(record, indent=1, default=str))
@@ -179,8 +204,14 @@ def table_rows(trials: list[TrialSummary], space: SearchSpace, metric: str) -> l
         row: dict[str, Any] = {"trial": t.trial_id}
         for path in space.paths:
             row[path] = t.params.get(path, "")
+        pipeline = t.pipeline or {}
+        model = pipeline.get("model") or {}
         row.update(
             {
+                "augmentation as built": _augment_text(pipeline.get("augment")),
+                "model as built": f"{model['name']} {model['params']:,} {model['fingerprint']}"
+                if model
+                else "",
                 f"best {metric}": t.best_value,
                 "best epoch": t.best_epoch,
                 "epochs": t.epochs,
@@ -189,6 +220,12 @@ def table_rows(trials: list[TrialSummary], space: SearchSpace, metric: str) -> l
         )
         rows.append(row)
     return rows
+
+
+def _augment_text(augment: dict[str, float] | None) -> str:
+    if augment is None:
+        return ""
+    return ", ".join(f"{name} {p:.2g}" for name, p in augment.items()) or "none"
 
 
 def write_tables(experiment: Experiment, trials: list[TrialSummary], space: SearchSpace, metric: str) -> None:

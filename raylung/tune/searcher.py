@@ -14,19 +14,9 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from raylung.config.search_space import SearchSpace
+from raylung.plan.sampler import make_sampler
 
 log = logging.getLogger(__name__)
-
-
-def make_sampler(
-    kind: str, seed: int, n_startup_trials: int, space: SearchSpace
-) -> optuna.samplers.BaseSampler:
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "grid":
-        grid = {d.path: [d.label(c) for c in d.choices] for d in space.distributions}
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
 
 
 class ResumableOptunaSearch(OptunaSearch):

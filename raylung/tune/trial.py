@@ -4,25 +4,35 @@ Ray 2.60 runs Train V2, where a Tuner can no longer wrap a trainer: each trial i
 trainable that builds and fits its own ``TorchTrainer``; :mod:`raylung.tune.reports` forwards
 rank 0's per-epoch report (validation metrics already reduced over all workers) to Tune, where ASHA
 and Optuna see it. Each trial's checkpoints live under ``trials/<trial_id>``, so a trial that
-Tune restarts after an interruption resumes from its latest checkpoint.
+Tune restarts after an interruption resumes from its latest checkpoint; its effective pipeline
+(what it trains, as built) is written there as ``pipeline.json`` before training starts.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ray import tune
 
 from raylung.config import RaylungConfig
-from raylung.config.loading import apply_params
+from raylung.config.loading import trial_config as resolve_trial
 from raylung.config.search_space import SearchSpace
+from raylung.data import storage
+from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
+from raylung.storage import join
 from raylung.train.launcher import RunLocation, fit
 from raylung.tune.reports import fit_reporting_to_tune
 
 
 def trial_config(base: RaylungConfig, space: SearchSpace, params: dict[str, Any]) -> RaylungConfig:
-    """The full config of a trial: the base with the sampled values set."""
-    return apply_params(base, space.decode(params))
+    """The full config of a trial from Ray's sampled parameters (inactive ones at their defaults)."""
+    return resolve_trial(base, space, space.decode(params))
+
+
+def trial_pipeline(base: RaylungConfig, space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    """The effective pipeline (as JSON) of the trial with Ray's sampled `params`."""
+    return effective_pipeline(trial_config(base, space, params)).to_json()
 
 
 def run_trial(
@@ -36,6 +46,9 @@ def run_trial(
     """Tune function trainable (bound with `tune.with_parameters`)."""
     cfg = trial_config(base, space, params)
     location = RunLocation(trials_storage, tune.get_context().get_trial_id())
+    # What this trial trains, as built from its own config, next to its checkpoints.
+    pipeline = effective_pipeline(cfg).to_json()
+    storage.write_text(join(location.path, PIPELINE_FILE), json.dumps(pipeline, indent=1))
     fit_reporting_to_tune(
         lambda callbacks: fit(
             cfg,

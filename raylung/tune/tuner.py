@@ -8,6 +8,7 @@ resource instead of CPUs so they never starve their own training workers.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -21,12 +22,13 @@ from raylung.cluster.connect import TRIAL_DRIVER_RESOURCE
 from raylung.config import RaylungConfig
 from raylung.config.loading import LoadedConfig, load_config
 from raylung.config.search_space import SearchSpace
+from raylung.data import SplitSet
 from raylung.errors import ClusterError, ConfigError
 from raylung.experiment import Experiment
 from raylung.tracking import init_kwargs, resolve_mode
 from raylung.train.launcher import check_resources, prepare_splits
 from raylung.tune.searcher import ResumableOptunaSearch
-from raylung.tune.trial import run_trial
+from raylung.tune.trial import run_trial, trial_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,9 @@ class PreparedSearch:
     space: SearchSpace
 
 
-def prepare(loaded: LoadedConfig, experiment: Experiment) -> PreparedSearch:
+def prepare(
+    loaded: LoadedConfig, experiment: Experiment, split_set: SplitSet | None = None
+) -> PreparedSearch:
     """Fix the split, save the space and the base config into the experiment directory."""
     if not loaded.space:
         raise ConfigError("the search space has no distributions: use `raylung train` for one run")
@@ -54,7 +58,7 @@ def prepare(loaded: LoadedConfig, experiment: Experiment) -> PreparedSearch:
     train = base.train.model_copy(update={"monitor": base.search_metric})
     base = base.model_copy(update={"train": train})
     os.makedirs(experiment.local, exist_ok=True)
-    base = prepare_splits(base, experiment.path)
+    base = prepare_splits(base, experiment.path, split_set)
     (experiment.local / SPACE_FILE).write_text(yaml.safe_dump(loaded.source.data, sort_keys=False))
     (experiment.local / BASE_FILE).write_text(base.model_dump_json(indent=1))
     (experiment.local / "space.json").write_text(json.dumps(loaded.space.to_json(), indent=1))
@@ -146,7 +150,12 @@ def _callbacks(prepared: PreparedSearch) -> list:
     )
     kwargs["resume"] = "allow"  # a resumed trial continues its W&B run
     kwargs["reinit"] = "finish_previous"  # Ray passes the deprecated reinit=True otherwise
-    return [FlushingWandbLoggerCallback(log_config=True, excludes=["checkpoint_path"], **kwargs)]
+    effective = functools.partial(trial_pipeline, prepared.base, prepared.space)
+    return [
+        FlushingWandbLoggerCallback(
+            log_config=True, excludes=["checkpoint_path"], effective=effective, **kwargs
+        )
+    ]
 
 
 def _trial_dirname(trial) -> str:
@@ -201,9 +210,14 @@ def build_tuner(prepared: PreparedSearch, resource_wait_s: float = 0.0):
     )
 
 
-def run(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:  # -> ray.tune.ResultGrid
+def check_start(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> None:
+    """The connected cluster can run this search's trials (driver slots, worker resources)."""
     check_driver_resource()
     check_resources(prepared.base, resource_wait_s)
+
+
+def run(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:  # -> ray.tune.ResultGrid
+    check_start(prepared, resource_wait_s)
     return build_tuner(prepared, resource_wait_s).fit()
 
 

@@ -10,8 +10,10 @@ from typing import Any
 from raylung.cluster.connect import RayTarget, connect
 from raylung.config.loading import LoadedConfig
 from raylung.experiment import Experiment
+from raylung.plan.space_check import require_sound_space
 from raylung.storage import check_writable
 from raylung.tracking import offline_run_dirs, resolve_mode
+from raylung.train.launcher import check_data
 from raylung.tune import tuner
 from raylung.tune.results import (
     TrialSummary,
@@ -35,13 +37,24 @@ class TuneOutcome:
 
 
 def tune(loaded: LoadedConfig, target: RayTarget = RayTarget()) -> TuneOutcome:
-    """Start a new experiment from a validated search space and run it to the end."""
+    """Start a new experiment from a validated search space and run it to the end.
+
+    Everything that can be checked without compute is checked before an experiment folder is
+    made or Ray is started: the space (each searched parameter must change the pipeline), W&B
+    credentials, the storage, and the data (layout, classes, split). A start that fails after
+    the folder was made (e.g. the cluster lacks resources) removes it again.
+    """
     cfg = loaded.config
+    for warning in require_sound_space(loaded):
+        log.warning("search space: %s", warning)
     resolve_mode(cfg.wandb)  # fail now, not after an hour, when online W&B lacks credentials
+    split_set = check_data(cfg)
     check_writable(cfg.experiment.storage)
     experiment = Experiment.new(cfg.experiment.storage, cfg.experiment.name)
-    connect(target)
-    prepared = tuner.prepare(loaded, experiment)
+    with experiment.discarded_on_failure():
+        prepared = tuner.prepare(loaded, experiment, split_set)
+        connect(target)
+        tuner.check_start(prepared, target.wait_s)
     log.info("experiment %s", experiment.path)
     grid = tuner.run(prepared, target.wait_s)
     return finish(prepared, grid)
@@ -59,7 +72,9 @@ def resume(experiment_dir: str | Path, target: RayTarget = RayTarget()) -> TuneO
 def finish(prepared: tuner.PreparedSearch, grid: Any) -> TuneOutcome:
     base, space, experiment = prepared.base, prepared.space, prepared.experiment
     metric, mode = base.search_metric, base.search_mode
-    trials = [summarize_trial(result, space, metric, mode, base.train.epochs, experiment) for result in grid]
+    trials = [
+        summarize_trial(result, space, metric, mode, base.train.epochs, experiment, base) for result in grid
+    ]
     trials.sort(key=lambda t: t.trial_id)
     best_trial = pick_best(trials, mode)
     write_tables(experiment, trials, space, metric)
