@@ -145,7 +145,7 @@ def run_case(
     from torch import nn
 
     from raylung.models import create_model
-    from raylung.models.layers import eager_kernels
+    from raylung.models.kernels import eager_kernels
 
     cuda = device.type == "cuda"
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import median_seconds, print_table, save_json  # noqa: E402
 
 from raylung.models import count_parameters, create_model  # noqa: E402
-from raylung.models.layers import eager_kernels  # noqa: E402
+from raylung.models.kernels import eager_kernels  # noqa: E402
 
 DEFAULT_MODELS = ("resnet_ours50", "resnet50", "resnet50c", "resnet50d", "resnext50_32x4d")
 REFERENCE = "resnet_ours50 (plain autograd)"

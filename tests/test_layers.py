@@ -8,17 +8,16 @@ from timm.layers import EcaModule as TimmEcaModule
 from torch import nn
 from torch.testing import assert_close
 
+from raylung.models.kernels import channel_spatial_attention, eager_kernels
 from raylung.models.layers import (
     EcaModule,
     FReLU,
     SpatialAttention,
-    Stem,
-    channel_spatial_attention,
-    eager_kernels,
     eca_kernel_size,
     make_divisible,
     same_padding,
 )
+from raylung.models.resnet_ours import Stem
 
 
 @pytest.fixture(autouse=True)

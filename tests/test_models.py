@@ -22,7 +22,7 @@ from raylung.models import (
     gradcam_target_layer,
     list_models,
 )
-from raylung.models.layers import eager_kernels
+from raylung.models.kernels import eager_kernels
 from raylung.models.resnet_ours import DownsampleAvg, PreActBottleneck
 
 OURS = ["resnet_ours26", "resnet_ours50", "resnet_ours_tiny"]

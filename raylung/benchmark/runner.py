@@ -1,27 +1,38 @@
-"""`raylung benchmark`: the paper's Table 3 on the user's data, run like a tune.
+"""`raylung benchmark`: compare variants on the user's data, run like a tune.
 
-Each (model, seed) pair is one Ray Train run, scheduled by Ray Tune as a grid (no pruning:
-every model gets the same budget), on the same split. Each run's best epoch (by the
-validation metric) is evaluated on the test split; per model, the metrics are averaged over
-seeds with a 95% bootstrap interval that resamples test groups jointly for all seeds.
+A benchmark config searches exactly one `choice`, the *variant axis*: `model.name` for the
+paper's Table 3 (`baselines.yaml`), `model.ablation` for the ablation (`ablation.yaml`), or any
+other searchable field. Each (variant, training fraction, seed) is one Ray Train run, scheduled
+by Ray Tune as a grid (no pruning: every variant gets the same budget), on the same split. Each
+run's best epoch (by the validation metric) is evaluated on the test split; per variant and
+fraction, the metrics are averaged over seeds with a 95% bootstrap interval that resamples test
+groups jointly for all seeds, and compared with the first variant (the reference) by a paired
+bootstrap of the difference on the same test images. Each variant's cost (parameters, GFLOPs,
+train-step time relative to the reference, measured side by side) is in the same table.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from raylung.benchmark.cost import VariantCost, measure_step_times, model_cost
 from raylung.benchmark.paper import METRICS, paper_row
 from raylung.cluster.connect import RayTarget, connect
-from raylung.config.loading import LoadedConfig
+from raylung.config import RaylungConfig
+from raylung.config.loading import LoadedConfig, apply_params
 from raylung.config.search_space import Distribution, SearchSpace
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
+from raylung.plan.space_check import require_sound_space
 from raylung.storage import check_writable
-from raylung.train.metrics import binary_metrics, bootstrap_intervals
+from raylung.train.launcher import check_data
+from raylung.train.metrics import binary_metrics, bootstrap_intervals, paired_difference_intervals
 from raylung.tune import tuner
 from raylung.tune.results import best_checkpoint, summarize_trial
 
@@ -39,12 +50,19 @@ class SeedRun:
 
 @dataclass
 class ModelResult:
-    model: str
+    """One variant at one training fraction: metrics over seeds, its delta to the reference."""
+
+    model: str  # the variant: a value of the variant axis (a model name, an ablation, ...)
     runs: list[SeedRun]
     metrics: dict[str, float]
     intervals: dict[str, tuple[float, float]]
     seed_std: dict[str, float]
     paper: dict[str, float] | None = None
+    fraction: float = 1.0
+    # metric(this) - metric(reference variant), same test images, and its 95% paired CI
+    delta: dict[str, float] = field(default_factory=dict)
+    delta_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    cost: VariantCost | None = None
 
 
 @dataclass
@@ -53,35 +71,51 @@ class BenchmarkOutcome:
     results: list[ModelResult]
     files: dict[str, Path] = field(default_factory=dict)
     synthetic: bool = False
+    axis: str = "model.name"
+    reference: str = ""
+    fractions: list[float] = field(default_factory=lambda: [1.0])
 
 
-def benchmark_space(loaded: LoadedConfig, seeds: list[int]) -> tuple[LoadedConfig, list[str]]:
-    """The grid (model x seed), from a config whose only searched field is `model.name`."""
-    others = [d.path for d in loaded.space.distributions if d.path != "model.name"]
-    if others:
+@dataclass(frozen=True)
+class BenchmarkGrid:
+    loaded: LoadedConfig  # the grid as a search: axis x fraction x seed
+    axis: str
+    variants: list[Any]
+    fractions: list[float]
+
+
+def benchmark_space(
+    loaded: LoadedConfig, seeds: list[int], fractions: list[float] | None = None
+) -> BenchmarkGrid:
+    """The grid (variant x training fraction x seed) of a config that searches one `choice`."""
+    dists = loaded.space.distributions
+    if len(dists) > 1 or any(d.kind != "choice" or d.when for d in dists):
+        listed = ", ".join(d.path for d in dists)
         raise ConfigError(
-            "a benchmark trains fixed configurations; only model.name may list choices, "
-            f"not: {', '.join(others)}"
+            "a benchmark trains fixed configurations that differ along one axis: search exactly one "
+            f"unconditional `choice` (e.g. model.name or model.ablation), not: {listed}"
         )
     if not seeds:
         raise ConfigError("give at least one seed")
-    named = next((d for d in loaded.space.distributions if d.path == "model.name"), None)
-    models = list(named.choices) if named else [loaded.config.model.name]
-    space = SearchSpace(
-        (
-            Distribution("model.name", "choice", choices=tuple(models)),
-            Distribution("train.seed", "choice", choices=tuple(seeds)),
-        )
-    )
+    fractions = sorted(set(fractions or [1.0]))
+    if any(not 0 < f <= 1 for f in fractions):
+        raise ConfigError(f"--fractions must lie in (0, 1], got {fractions}")
+    axis = dists[0].path if dists else "model.name"
+    variants = list(dists[0].choices) if dists else [loaded.config.model.name]
+    grid = [Distribution(axis, "choice", choices=tuple(variants))]
+    if fractions != [1.0]:
+        grid.append(Distribution("data.train_fraction", "choice", choices=tuple(fractions)))
+    grid.append(Distribution("train.seed", "choice", choices=tuple(seeds)))
     search = loaded.config.search.model_copy(
         update={
             "sampler": "grid",
-            "num_samples": len(models) * len(seeds),
+            "num_samples": len(variants) * len(fractions) * len(seeds),
             "asha": loaded.config.search.asha.model_copy(update={"enabled": False}),
         }
     )
     config = loaded.config.model_copy(update={"search": search})
-    return LoadedConfig(config=config, space=space, source=loaded.source), models
+    grid_loaded = LoadedConfig(config=config, space=SearchSpace(tuple(grid)), source=loaded.source)
+    return BenchmarkGrid(grid_loaded, axis, variants, fractions)
 
 
 def _predictions(path: Path) -> dict[str, tuple[int, float, str]]:
@@ -94,36 +128,87 @@ def _predictions(path: Path) -> dict[str, tuple[int, float, str]]:
         }
 
 
-def _aggregate(model: str, runs: list[SeedRun], predictions: list[dict], n_boot: int) -> ModelResult:
+def _scored(predictions: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(paths, labels, groups, probabilities per seed) of runs scored on the same test images."""
     paths = sorted(predictions[0])
     labels = np.array([predictions[0][p][0] for p in paths])
     groups = np.array([predictions[0][p][2] for p in paths])
     probs = np.array([[pred[p][1] for p in paths] for pred in predictions])
+    return paths, labels, groups, probs
+
+
+def _aggregate(
+    model: str, fraction: float, runs: list[SeedRun], predictions: list[dict], n_boot: int
+) -> ModelResult:
+    _, labels, groups, probs = _scored(predictions)
     per_seed = [binary_metrics(labels, row) for row in probs]
     metrics = {name: float(np.mean([m[name] for m in per_seed])) for name in (*METRICS, "auroc")}
     seed_std = {name: float(np.std([m[name] for m in per_seed])) for name in metrics}
     intervals = bootstrap_intervals(labels, probs, n_boot=n_boot, groups=groups) if n_boot else {}
-    return ModelResult(model, runs, metrics, intervals, seed_std, paper_row(model))
+    return ModelResult(model, runs, metrics, intervals, seed_std, paper_row(str(model)), fraction)
+
+
+def _compare(result: ModelResult, predictions: list[dict], reference: list[dict], n_boot: int) -> None:
+    """Fill `result.delta` (and its paired CI) against the reference variant's predictions."""
+    paths, labels, groups, probs = _scored(predictions)
+    ref_paths, _, _, ref_probs = _scored(reference)
+    if paths != ref_paths:
+        raise RuntimeError("variants were scored on different test images; cannot pair them")
+    result.delta, result.delta_intervals = paired_difference_intervals(
+        labels, probs, ref_probs, n_boot=max(n_boot, 1), groups=groups
+    )
+    if not n_boot:
+        result.delta_intervals = {}
+
+
+def variant_costs(
+    base: RaylungConfig, axis: str, variants: list[Any], step_repeats: int
+) -> list[VariantCost]:
+    """Parameters and GFLOPs of each variant, and (step_repeats > 0) its measured step time."""
+    configs = [apply_params(base, {axis: variant}) for variant in variants]
+    costs = [model_cost(cfg) for cfg in configs]
+    if step_repeats > 0:
+        times = measure_step_times(configs, repeats=step_repeats)
+        for cost, seconds in zip(costs, times, strict=True):
+            cost.step_s, cost.step_ratio = seconds, seconds / times[0]
+    return costs
+
+
+def _label(variant: Any) -> str:
+    return variant if isinstance(variant, str) else json.dumps(variant)
 
 
 def run_benchmark(
-    loaded: LoadedConfig, seeds: list[int], target: RayTarget = RayTarget(), *, n_boot: int = 1000
+    loaded: LoadedConfig,
+    seeds: list[int],
+    target: RayTarget = RayTarget(),
+    *,
+    n_boot: int = 1000,
+    fractions: list[float] | None = None,
+    step_repeats: int = 3,
 ) -> BenchmarkOutcome:
     from raylung.benchmark.table import write_outputs
     from raylung.data import is_synthetic
     from raylung.train.evaluate import evaluate
     from raylung.train.export import export_checkpoint
 
-    grid, models = benchmark_space(loaded, seeds)
-    cfg = grid.config
+    grid = benchmark_space(loaded, seeds, fractions)
+    cfg = grid.loaded.config
+    require_sound_space(grid.loaded)  # every variant must build a different pipeline
+    split_set = check_data(cfg)
     check_writable(cfg.experiment.storage)
     experiment = Experiment.new(cfg.experiment.storage, f"{cfg.experiment.name}-benchmark")
-    connect(target)
-    prepared = tuner.prepare(grid, experiment)
+    with experiment.discarded_on_failure():
+        prepared = tuner.prepare(grid.loaded, experiment, split_set)
+        connect(target)
+        tuner.check_start(prepared, target.wait_s)
     results_grid = tuner.run(prepared, target.wait_s)
 
     metric, mode = prepared.base.search_metric, prepared.base.search_mode
-    by_model: dict[str, list[tuple[SeedRun, dict]]] = {m: [] for m in models}
+    labels = [_label(v) for v in grid.variants]
+    cells: dict[tuple[str, float], list[tuple[SeedRun, dict]]] = {
+        (v, f): [] for v in labels for f in grid.fractions
+    }
     for result in results_grid:
         trial = summarize_trial(
             result, prepared.space, metric, mode, prepared.base.train.epochs, experiment, prepared.base
@@ -131,26 +216,42 @@ def run_benchmark(
         if trial.status == "error":
             log.error("benchmark run %s failed: %s", trial.trial_id, trial.error)
             continue
-        model, seed = trial.params["model.name"], int(trial.params["train.seed"])
+        variant = _label(trial.params[grid.axis])
+        fraction = float(trial.params.get("data.train_fraction", 1.0))
+        seed = int(trial.params["train.seed"])
         checkpoint, metrics = best_checkpoint(experiment, trial.trial_id, metric, mode)
-        out = experiment.local / "benchmark" / f"{model}-seed{seed}"
+        name = f"{variant}-seed{seed}" + (f"-frac{fraction:g}" if len(grid.fractions) > 1 else "")
+        out = experiment.local / "benchmark" / name
         with checkpoint.as_directory() as directory:
             # Weights and config are all evaluation needs; program exports (ONNX, torch.export)
             # of five ResNet-50s would take minutes: `raylung export` makes them on demand.
             export = export_checkpoint(Path(directory), out / "export", metrics=metrics, formats=())
         report = evaluate(export, "test", out_dir=out / "test", n_boot=0)
         run = SeedRun(trial.trial_id, seed, report.metrics, export, trial.best_epoch)
-        by_model[model].append((run, _predictions(report.files["predictions"])))
+        cells[(variant, fraction)].append((run, _predictions(report.files["predictions"])))
 
-    results = [
-        _aggregate(model, [r for r, _ in entries], [p for _, p in entries], n_boot)
-        for model, entries in by_model.items()
-        if entries
-    ]
-    missing = [m for m, entries in by_model.items() if not entries]
-    if missing:
-        log.error("no successful run for: %s", ", ".join(missing))
-    outcome = BenchmarkOutcome(experiment, results, synthetic=is_synthetic(prepared.base.data.root))
+    costs = dict(
+        zip(labels, variant_costs(prepared.base, grid.axis, grid.variants, step_repeats), strict=True)
+    )
+    results = []
+    for (variant, fraction), entries in cells.items():
+        if not entries:
+            log.error("no successful run for %s at training fraction %g", variant, fraction)
+            continue
+        result = _aggregate(variant, fraction, [r for r, _ in entries], [p for _, p in entries], n_boot)
+        result.cost = costs[variant]
+        reference = cells.get((labels[0], fraction)) or []
+        if reference:
+            _compare(result, [p for _, p in entries], [p for _, p in reference], n_boot)
+        results.append(result)
+    outcome = BenchmarkOutcome(
+        experiment,
+        results,
+        synthetic=is_synthetic(prepared.base.data.root),
+        axis=grid.axis,
+        reference=labels[0],
+        fractions=grid.fractions,
+    )
     outcome.files = write_outputs(outcome, prepared.base)
     experiment.sync_up()
     return outcome

@@ -87,6 +87,10 @@ class DataConfig(StrictModel):
     # Regex applied to the file name; group 1 (or the named group `group`) is the group key.
     group_regex: str | None = None
     split: SplitConfig = SplitConfig()
+    # Train on this fraction of the training split only (validation and test untouched): a
+    # seeded (split.seed), grouped, label-stratified subsample, nested across fractions, for
+    # data-efficiency studies. Searchable; `raylung benchmark --fractions` sweeps it.
+    train_fraction: float = Field(1.0, gt=0, le=1)
     # Set by raylung when an experiment fixes its split; users may point at their own file.
     splits_file: str | None = None
     image_size: tuple[int, int] = (320, 240)  # (width, height), the paper's input
@@ -120,6 +124,27 @@ class DataConfig(StrictModel):
         return value
 
 
+# One-component-removed variants of ResNet-ours (search_spaces/ablation.yaml): each names the
+# switches it changes from the paper's model; `full` is the paper's model itself.
+ABLATIONS: dict[str, dict[str, str | bool]] = {
+    "full": {},
+    "no_eca": {"channel_attention": "none"},
+    "se_attention": {"channel_attention": "se"},
+    "no_spatial": {"spatial_attention": False},
+    "no_attention": {"channel_attention": "none", "spatial_attention": False},
+    "relu": {"activation": "relu"},
+    "no_depthwise": {"depthwise": False},
+    "resnet_stem": {"stem": "resnet"},
+    "deep_stem": {"stem": "deep"},
+    "conv_shortcut": {"shortcut": "conv"},
+}
+Ablation = Literal[
+    "full", "no_eca", "se_attention", "no_spatial", "no_attention", "relu", "no_depthwise",
+    "resnet_stem", "deep_stem", "conv_shortcut",
+]  # fmt: skip
+SWITCH_FIELDS = ("activation", "channel_attention", "spatial_attention", "depthwise", "stem", "shortcut")
+
+
 class ModelConfig(StrictModel):
     """Which registered model to build and its architecture hyperparameters."""
 
@@ -136,6 +161,31 @@ class ModelConfig(StrictModel):
     drop_path: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     num_classes: int = Field(1, ge=1)
+    # ResNet-ours' ablation switches (None: the paper's part). `ablation` names a preset of
+    # them (ABLATIONS); a switch set explicitly must agree with the preset.
+    activation: Literal["frelu", "relu"] | None = None
+    channel_attention: Literal["eca", "se", "none"] | None = None
+    spatial_attention: bool | None = None
+    depthwise: bool | None = None
+    stem: Literal["paper", "resnet", "deep"] | None = None
+    shortcut: Literal["avgpool", "conv"] | None = None
+    ablation: Ablation | None = None
+
+    @model_validator(mode="after")
+    def _ablation_agrees(self) -> ModelConfig:
+        for field, value in ABLATIONS.get(self.ablation or "full", {}).items():
+            given = getattr(self, field)
+            if given is not None and given != value:
+                raise ValueError(
+                    f"model.ablation {self.ablation} sets {field}={value!r}, but model.{field}={given!r}"
+                )
+        return self
+
+    def switches(self) -> dict[str, str | bool]:
+        """The switches set, explicitly or by the `ablation` preset (absent = the paper's)."""
+        chosen = dict(ABLATIONS.get(self.ablation or "full", {}))
+        chosen.update({f: getattr(self, f) for f in SWITCH_FIELDS if getattr(self, f) is not None})
+        return chosen
 
     @field_validator("eca_k")
     @classmethod
@@ -280,6 +330,7 @@ SEARCHABLE_FIELDS: frozenset[str] = frozenset(
         "model.width",
         "model.drop_path",
         "model.dropout",
+        *(f"model.{name}" for name in (*SWITCH_FIELDS, "ablation")),
         "train.lr",
         "train.weight_decay",
         "train.optimizer",
@@ -287,6 +338,7 @@ SEARCHABLE_FIELDS: frozenset[str] = frozenset(
         "train.pos_weight",
         "data.image_size",
         "data.keep_aspect",
+        "data.train_fraction",
     }
     | {f"data.augment.{name}" for name in AugmentConfig.model_fields}
 )

@@ -42,6 +42,41 @@ def grouped_split(samples: list[Sample], fractions: SplitConfig) -> SplitSet:
     return SplitSet.from_samples([replace(s, split=assignment[s.group]) for s in samples])
 
 
+def subsample_groups(samples: list[Sample], fraction: float, seed: int) -> list[Sample]:
+    """A seeded fraction of `samples` by whole groups, per label, never leaving a label empty.
+
+    Groups are taken in one seeded order per label until the label's share of images reaches
+    `fraction`, so a smaller fraction's subset lies inside a larger one's (nested), and the
+    label balance of the split is kept. Used for the training split only.
+    """
+    if fraction >= 1.0:
+        return list(samples)
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        groups[sample.group].append(sample)
+    rng = np.random.default_rng(seed)
+    kept: set[str] = set()
+    for label in (1, 0):
+        keys = sorted(
+            k for k, members in groups.items() if round(np.mean([s.label for s in members])) == label
+        )
+        if not keys:
+            continue
+        goal = fraction * sum(len(groups[k]) for k in keys)
+        taken = 0
+        for i in rng.permutation(len(keys)):
+            if taken >= goal and taken:
+                break
+            kept.add(keys[i])
+            taken += len(groups[keys[i]])
+    return [s for s in samples if s.group in kept]
+
+
+def training_samples(cfg: DataConfig, split_set: SplitSet) -> list[Sample]:
+    """The images a run trains on: the training split, subsampled to `cfg.train_fraction`."""
+    return subsample_groups(split_set["train"], cfg.train_fraction, cfg.split.seed)
+
+
 def _strata(groups: dict[str, list[Sample]]) -> list[list[str]]:
     """Group keys per (label, subclass) by majority; a label whose subclasses cannot each fill
     three splits is stratified by label alone."""

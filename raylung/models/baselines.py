@@ -15,14 +15,16 @@ arguments of ResNet-ours (``eca_k``, ``stem_channels``, ``width``) are rejected.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import timm
 from timm.models.resnet import ResNet
 from torch import nn
 
+from raylung.models.checks import check_common_args
 from raylung.models.registry import register_model
 
-__all__ = ["TimmResNet", "resnet50", "resnet50c", "resnet50d", "resnext50_32x4d"]
+__all__ = ["BASELINE_ARGS", "TimmResNet", "resnet50", "resnet50c", "resnet50d", "resnext50_32x4d"]
 
 
 class TimmResNet(ResNet):
@@ -33,26 +35,24 @@ class TimmResNet(ResNet):
         return self.layer4
 
 
+# Every keyword a baseline factory accepts; ResNet-ours' architecture keywords are rejected.
+BASELINE_ARGS: tuple[str, ...] = ("depths", "in_chans", "num_classes", "drop_rate", "drop_path_rate")
+
+
 def _create(
     name: str,
-    depths: Sequence[int] | None,
-    in_chans: int,
-    num_classes: int,
-    drop_rate: float,
-    drop_path_rate: float,
+    depths: Sequence[int] | None = None,
+    in_chans: int = 3,
+    num_classes: int = 1,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
 ) -> TimmResNet:
     kwargs: dict[str, object] = {}
     if depths is not None:
         if len(depths) != 4 or any(int(d) != d or d < 1 for d in depths):
             raise ValueError(f"depths must be 4 positive ints, got {tuple(depths)}")
         kwargs["layers"] = tuple(depths)
-    if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    for label, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"{label} must be in [0, 1), got {rate}")
+    check_common_args(in_chans, num_classes, drop_rate, drop_path_rate)
     model = timm.create_model(
         name,
         pretrained=False,
@@ -70,53 +70,25 @@ def _create(
     return model
 
 
-@register_model
-def resnet50(
-    *,
-    depths: Sequence[int] | None = None,
-    in_chans: int = 3,
-    num_classes: int = 1,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-) -> TimmResNet:
+@register_model(accepts=BASELINE_ARGS)
+def resnet50(**kwargs: Any) -> TimmResNet:
     """timm ``resnet50``: 7x7 stem, stride on the 3x3 conv (v1.5), 1x1-stride-2 projection."""
-    return _create("resnet50", depths, in_chans, num_classes, drop_rate, drop_path_rate)
+    return _create("resnet50", **kwargs)
 
 
-@register_model
-def resnet50c(
-    *,
-    depths: Sequence[int] | None = None,
-    in_chans: int = 3,
-    num_classes: int = 1,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-) -> TimmResNet:
+@register_model(accepts=BASELINE_ARGS)
+def resnet50c(**kwargs: Any) -> TimmResNet:
     """timm ``resnet50c``: ResNet-50 with the deep stem (three 3x3 convs, 32-32-64)."""
-    return _create("resnet50c", depths, in_chans, num_classes, drop_rate, drop_path_rate)
+    return _create("resnet50c", **kwargs)
 
 
-@register_model
-def resnet50d(
-    *,
-    depths: Sequence[int] | None = None,
-    in_chans: int = 3,
-    num_classes: int = 1,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-) -> TimmResNet:
+@register_model(accepts=BASELINE_ARGS)
+def resnet50d(**kwargs: Any) -> TimmResNet:
     """timm ``resnet50d``: deep stem plus average-pool downsampling in the shortcut."""
-    return _create("resnet50d", depths, in_chans, num_classes, drop_rate, drop_path_rate)
+    return _create("resnet50d", **kwargs)
 
 
-@register_model
-def resnext50_32x4d(
-    *,
-    depths: Sequence[int] | None = None,
-    in_chans: int = 3,
-    num_classes: int = 1,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-) -> TimmResNet:
+@register_model(accepts=BASELINE_ARGS)
+def resnext50_32x4d(**kwargs: Any) -> TimmResNet:
     """timm ``resnext50_32x4d``: ResNet-50 with 32-group 3x3 convolutions of width 4."""
-    return _create("resnext50_32x4d", depths, in_chans, num_classes, drop_rate, drop_path_rate)
+    return _create("resnext50_32x4d", **kwargs)

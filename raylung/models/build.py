@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from raylung.models.registry import get_model_entry
+from raylung.models.resnet_ours import SWITCH_NAMES as SWITCH_FIELDS
 
 if TYPE_CHECKING:
     from raylung.config import ModelConfig
@@ -22,6 +23,8 @@ CONFIG_TO_KWARG: dict[str, str] = {
     "drop_path": "drop_path_rate",
     "dropout": "drop_rate",
     "num_classes": "num_classes",
+    # ResNet-ours' ablation switches (set directly, or through model.ablation)
+    **{name: name for name in SWITCH_FIELDS},
 }
 
 
@@ -53,15 +56,17 @@ def build_model(cfg: ModelConfig, in_chans: int) -> nn.Module:
     """
     entry = get_model_entry(cfg.name)
     kwargs: dict[str, Any] = {"in_chans": in_chans}
+    switches = cfg.switches()
     for field, kwarg in CONFIG_TO_KWARG.items():
-        value = getattr(cfg, field)
+        value = switches.get(field) if field in SWITCH_FIELDS else getattr(cfg, field)
         if value is None:
             continue
         if not entry.supports(kwarg):
             if value == type(cfg).model_fields[field].default:
                 continue
+            via = f" (by model.ablation {cfg.ablation})" if field in SWITCH_FIELDS and cfg.ablation else ""
             raise ValueError(
-                f"model.{field}={value!r} is set, but model {cfg.name!r} has no {field}; "
+                f"model.{field}={value!r} is set{via}, but model {cfg.name!r} has no {field}; "
                 f"leave it unset for this model"
             )
         kwargs[kwarg] = value

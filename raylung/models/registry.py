@@ -36,21 +36,29 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(fn: _F) -> _F:
-    """Register a model factory under its function name.
+def register_model(fn: _F | None = None, *, accepts: tuple[str, ...] | None = None) -> Any:
+    """Register a model factory under its function name (``@register_model`` or
+    ``@register_model(accepts=ARGS)``).
 
-    The factory must take keyword arguments only (no ``**kwargs``), so that the registry
-    knows which arguments each model supports and can reject the rest with a clear error.
+    The registry must know which keywords each model supports, to reject the rest with a clear
+    error. A factory either lists them in its signature, or takes ``**kwargs`` and names them in
+    `accepts` (timm's shape: a few-line factory forwarding ``dict(model_args, **kwargs)`` to the
+    class that validates them), so variants never repeat a long signature.
     """
-    name = fn.__name__
-    if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-        raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name].module}")
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
-        raise TypeError(f"model factory {name!r} must list its keyword arguments explicitly")
-    kwargs = tuple(p.name for p in params)
-    _REGISTRY[name] = ModelEntry(name=name, fn=fn, module=fn.__module__, kwargs=kwargs)
-    return fn
+
+    def register(factory: _F) -> _F:
+        name = factory.__name__
+        if name in _REGISTRY and _REGISTRY[name].fn is not factory:
+            raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name].module}")
+        params = list(inspect.signature(factory).parameters.values())
+        variadic = any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+        if accepts is None and variadic:
+            raise TypeError(f"model factory {name!r} takes **kwargs: name its keywords with accepts=")
+        kwargs = tuple(accepts) if accepts is not None else tuple(p.name for p in params)
+        _REGISTRY[name] = ModelEntry(name=name, fn=factory, module=factory.__module__, kwargs=kwargs)
+        return factory
+
+    return register(fn) if fn is not None else register
 
 
 def _import_model_modules() -> None:

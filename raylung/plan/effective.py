@@ -83,6 +83,7 @@ def effective_pipeline(cfg: RaylungConfig) -> EffectivePipeline:
             "image_size": list(data.image_size),
             "keep_aspect": data.keep_aspect,
             "in_chans": data.in_chans,
+            "train_fraction": data.train_fraction,
             "mean": [round(v, 6) for v in mean],
             "std": [round(v, 6) for v in std],
         },

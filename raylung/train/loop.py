@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from raylung.config import RaylungConfig
 from raylung.data import LungDataset, SplitSet, worker_init_fn
+from raylung.data.splits import training_samples
 from raylung.models import build_model
 from raylung.train.inference import predict_split
 from raylung.train.precision import Precision, resolve_precision
@@ -57,10 +58,10 @@ def seed_everything(seed: int) -> None:
 
 
 def positive_weight(cfg: RaylungConfig, splits: SplitSet) -> float | None:
-    """BCE weight of the cancer class; "auto" balances the training split's classes."""
+    """BCE weight of the cancer class; "auto" balances the classes of the images trained on."""
     if cfg.train.pos_weight != "auto":
         return cfg.train.pos_weight
-    labels = [s.label for s in splits["train"]]
+    labels = [s.label for s in training_samples(cfg.data, splits)]
     positives = sum(labels)
     return (len(labels) - positives) / positives if positives else None
 
@@ -183,7 +184,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     precision = resolve_precision(cfg.train, device)
     splits = SplitSet.load(cfg.data.splits_file)
-    train_set = LungDataset(splits["train"], cfg.data, train=True, seed=cfg.train.seed)
+    train_set = LungDataset(training_samples(cfg.data, splits), cfg.data, train=True, seed=cfg.train.seed)
     val_set = LungDataset(splits["validation"], cfg.data, train=False)
     per_worker_batch = cfg.train.batch_size // world
     pin = device.type == "cuda"

@@ -104,17 +104,30 @@ def bootstrap_intervals(
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     probs = np.atleast_2d(np.asarray(probs))
-    if groups is None:
-        groups = np.arange(labels.size)
-    unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(unique.size)]
+    members = _group_members(groups, labels.size)
     samples: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
     for _ in range(n_boot):
-        picked = rng.integers(0, unique.size, unique.size)
-        index = np.concatenate([members[g] for g in picked])
+        index = _resample(members, rng)
         per_model = [binary_metrics(labels[index], row[index], threshold) for row in probs]
         for name in METRIC_NAMES:
             samples[name].append(float(np.mean([m[name] for m in per_model])))
+    return _percentile_intervals(samples, level)
+
+
+def _group_members(groups: np.ndarray | None, n: int) -> list[np.ndarray]:
+    """Image indices of each group (each image its own group when `groups` is None)."""
+    if groups is None:
+        groups = np.arange(n)
+    unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    return [np.flatnonzero(inverse == g) for g in range(unique.size)]
+
+
+def _resample(members: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """One bootstrap draw of whole groups, with replacement, as image indices."""
+    return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
+def _percentile_intervals(samples: dict[str, list[float]], level: float) -> dict[str, tuple[float, float]]:
     alpha = (1 - level) / 2
     intervals = {}
     for name, values in samples.items():
@@ -125,6 +138,44 @@ def bootstrap_intervals(
             else (float("nan"), float("nan"))
         )
     return intervals
+
+
+def paired_difference_intervals(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    reference: np.ndarray,
+    threshold: float = 0.5,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """(mean metric of `probs` minus that of `reference`, its percentile bootstrap interval).
+
+    Paired: both are scored on the same n test images, and every resample draws the same
+    (whole) groups for both, so what the images have in common cancels out of the difference.
+    `probs` (k, n) and `reference` (k', n) may each hold several seeds: each side is the mean
+    over its seeds, as in :func:`bootstrap_intervals`.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    probs, reference = np.atleast_2d(np.asarray(probs)), np.atleast_2d(np.asarray(reference))
+
+    def mean_metrics(rows: np.ndarray, index: np.ndarray) -> dict[str, float]:
+        scored = [binary_metrics(labels[index], row[index], threshold) for row in rows]
+        return {name: float(np.mean([m[name] for m in scored])) for name in METRIC_NAMES}
+
+    everything = np.arange(labels.size)
+    ours, ref = mean_metrics(probs, everything), mean_metrics(reference, everything)
+    delta = {name: ours[name] - ref[name] for name in METRIC_NAMES}
+    members = _group_members(groups, labels.size)
+    samples: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
+    for _ in range(n_boot):
+        index = _resample(members, rng)
+        a, b = mean_metrics(probs, index), mean_metrics(reference, index)
+        for name in METRIC_NAMES:
+            samples[name].append(a[name] - b[name])
+    return delta, _percentile_intervals(samples, level)
 
 
 def roc_curve(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
