@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["best_epoch", "confusion_matrix_plot", "learning_curves", "roc_plot"]
+__all__ = ["best_epoch", "confusion_matrix_plot", "learning_curves", "roc_plot", "save_png"]
 
 CLASS_NAMES = ("non_cancer", "cancer")  # row / column order of metrics.Confusion.as_matrix
 _LOSS_KEYS = ("train_loss", "val_loss")
@@ -25,7 +25,7 @@ _METRIC_KEYS = ("val_accuracy", "val_precision", "val_recall", "val_f1", "val_au
 _DPI = 120
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_png(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=_DPI, format="png")
@@ -89,7 +89,7 @@ def learning_curves(
             ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def confusion_matrix_plot(
@@ -117,7 +117,7 @@ def confusion_matrix_plot(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def roc_plot(
@@ -144,4 +144,4 @@ def roc_plot(
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -97,21 +97,19 @@ def markdown(outcome: Any) -> str:
 
 def fraction_chart(outcome: Any, path: Path, metric: str = "f1") -> Path:
     """`metric` against the training fraction, one line per variant, with 95% CIs."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from raylung.plots import save_png
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    variants = list(dict.fromkeys(r.model for r in outcome.results))
-    for variant in variants:
-        points = sorted((r.fraction, r) for r in outcome.results if r.model == variant)
-        xs = [f for f, _ in points]
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    for variant in dict.fromkeys(r.model for r in outcome.results):
+        points = sorted(((r.fraction, r) for r in outcome.results if r.model == variant), key=lambda p: p[0])
         ys = [r.metrics[metric] for _, r in points]
         lows = [y - r.intervals.get(metric, (y, y))[0] for y, (_, r) in zip(ys, points, strict=True)]
         highs = [r.intervals.get(metric, (y, y))[1] - y for y, (_, r) in zip(ys, points, strict=True)]
         label = paper_label(variant) if _is_table3(outcome) else variant
-        ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=3, label=label)
+        ax.errorbar([f for f, _ in points], ys, yerr=[lows, highs], marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xticks(outcome.fractions, [f"{f:g}" for f in outcome.fractions])
     ax.set_xlabel("fraction of the training split")
@@ -120,10 +118,7 @@ def fraction_chart(outcome: Any, path: Path, metric: str = "f1") -> Path:
     ax.set_title(title + (f"\n{SYNTHETIC_NOTE}" if outcome.synthetic else ""), fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def bar_chart(outcome: Any, path: Path) -> Path:

@@ -111,7 +111,12 @@ def model_identity(model_json: str, in_chans: int) -> ModelIdentity:
     from raylung.models.build import build_model
 
     model_cfg = ModelConfig.model_validate_json(model_json)
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = build_model(model_cfg, in_chans)
+    except (RuntimeError, NotImplementedError):
+        # A model whose constructor computes with its tensors cannot be built on meta: pay
+        # for real weights once (the result is cached).
         model = build_model(model_cfg, in_chans)
     return ModelIdentity(
         name=model_cfg.name,
