@@ -61,7 +61,7 @@ def reduced(args: argparse.Namespace, storage: Path, tiny_name: str) -> list[str
 
 
 def run(space: str, sets: list[str], args: argparse.Namespace) -> tuple[list[str], Path]:
-    """Run `raylung benchmark` and return (the command, the JSON it wrote)."""
+    """Run `raylung benchmark` (unless --reuse) and return (the command, the JSON it wrote)."""
     command = [
         "raylung", "benchmark", f"search_spaces/{space}.yaml",
         "--seeds", args.seeds, "--fractions", args.fractions, "--n-boot", str(args.n_boot),
@@ -69,6 +69,11 @@ def run(space: str, sets: list[str], args: argparse.Namespace) -> tuple[list[str
     ]  # fmt: skip
     for value in sets:
         command += ["--set", value]
+    stem = "table3" if space == "baselines" else "ablation"
+    if args.reuse:  # rewrite the document from the last run's JSON, without training again
+        return command, sorted(Path(sets[0].split("=", 1)[1]).glob(f"*-benchmark-*/benchmark/{stem}.json"))[
+            -1
+        ]
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "raylung", *command[1:]], cwd=REPO, text=True, capture_output=True
@@ -76,7 +81,6 @@ def run(space: str, sets: list[str], args: argparse.Namespace) -> tuple[list[str
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     print(f"{space}: {time.monotonic() - start:.0f} s")
-    stem = "table3" if space == "baselines" else "ablation"
     found = sorted(Path(sets[0].split("=", 1)[1]).glob(f"*-benchmark-*/benchmark/{stem}.json"))
     return command, found[-1]
 
@@ -93,7 +97,7 @@ def table(saved: dict[str, Any], label: str) -> list[str]:
     reference = saved["reference"]
     header = [
         label, "train fraction", "seeds", *METRICS, f"Δ accuracy vs {reference}",
-        f"Δ F1 vs {reference}", "params", "GFLOPs", f"step time × {reference}",
+        f"Δ F1 vs {reference}", "F1 sd over seeds", "params", "GFLOPs", f"step time × {reference}",
     ]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(saved["results"], key=lambda r: (r["fraction"], saved_order(saved, r["model"]))):
@@ -105,6 +109,7 @@ def table(saved: dict[str, Any], label: str) -> list[str]:
             *[_ci(r["metrics"][m], r["intervals"].get(m)) for m in METRICS],
             _ci(r["delta"]["accuracy"], r["delta_intervals"].get("accuracy"), signed=True),
             _ci(r["delta"]["f1"], r["delta_intervals"].get("f1"), signed=True),
+            f"{r['seed_std']['f1']:.3f}",
             f"{cost.get('params', 0):,}",
             f"{cost.get('gflops', 0):.3f}",
             f"{cost['step_ratio']:.2f}" if cost.get("step_ratio") else "",
@@ -138,6 +143,12 @@ def findings(saved: dict[str, Any]) -> list[str]:
         parts.append(
             f"CI of the difference contains 0 (no difference shown): {', '.join(unclear) or 'none'}."
         )
+        spread = [r["model"] for r in clear if r["seed_std"]["f1"] >= abs(r["delta"]["f1"])]
+        if spread:
+            parts.append(
+                f"Of the clear ones, {', '.join(spread)} differ by less than their F1 spread between "
+                "seeds, so the difference rests on single runs."
+            )
         out.append("- " + " ".join(parts))
     return out
 
@@ -196,7 +207,9 @@ def write_doc(args: argparse.Namespace, runs: dict[str, tuple[list[str], Path]],
         ]
     test = split_sizes(runs)
     produced = " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "root" and v is not None
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items()
+        if k not in ("root", "reuse", "only") and v is not None
     )
     doc = [
         "# Results on real images: LC25000 lung (dev subset)",
@@ -221,8 +234,11 @@ def write_doc(args: argparse.Namespace, runs: dict[str, tuple[list[str], Path]],
         "**How to read it**: metrics are on the test split, mean over seeds, with [95% bootstrap CI]",
         "resampling whole test groups. Δ is the variant's metric minus the reference's on the same test",
         "images, with a 95% *paired* bootstrap CI: a Δ whose interval contains 0 shows no difference at",
-        "this sample size. params and GFLOPs (one image at the input size) describe the model as built;",
-        "step time is one training step relative to the reference, measured side by side on this CPU.",
+        "this sample size. These intervals resample test images, not training runs: the spread between",
+        'seeds is the separate "F1 sd over seeds" column, and where it is large (a run that early',
+        "stopping ended near chance) a mean over few seeds moves with one run, whatever its CI says.",
+        "params and GFLOPs (one image at the input size) describe the model as built; step time is one",
+        "training step relative to the reference, measured side by side on this CPU.",
         "",
         *sections,
         "## What these numbers do not show",
@@ -253,6 +269,7 @@ def main() -> None:
     parser.add_argument("--step-repeats", type=int, default=5)
     parser.add_argument("--root", type=Path, default=shared_root())
     parser.add_argument("--only", choices=("ablation", "baselines"), default=None)
+    parser.add_argument("--reuse", action="store_true", help="Write the document from the last run.")
     args = parser.parse_args()
     if not (args.root / "manifest.csv").is_file():
         sys.exit(f"LC25000 dev set not found at {args.root} (set RAYLUNG_SHARED_DATA)")
