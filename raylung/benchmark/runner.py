@@ -23,18 +23,16 @@ import numpy as np
 
 from raylung.benchmark.cost import VariantCost, measure_step_times, model_cost
 from raylung.benchmark.paper import METRICS, paper_row
-from raylung.cluster.connect import RayTarget, connect
+from raylung.cluster.connect import RayTarget
 from raylung.config import RaylungConfig
 from raylung.config.loading import LoadedConfig, apply_params
 from raylung.config.search_space import Distribution, SearchSpace
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
-from raylung.plan.space_check import require_sound_space
-from raylung.storage import check_writable
-from raylung.train.launcher import check_data
 from raylung.train.metrics import binary_metrics, bootstrap_intervals, paired_difference_intervals
 from raylung.tune import tuner
 from raylung.tune.results import best_checkpoint, summarize_trial
+from raylung.tune.workflow import start
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +153,8 @@ def _compare(result: ModelResult, predictions: list[dict], reference: list[dict]
     if paths != ref_paths:
         raise RuntimeError("variants were scored on different test images; cannot pair them")
     result.delta, result.delta_intervals = paired_difference_intervals(
-        labels, probs, ref_probs, n_boot=max(n_boot, 1), groups=groups
+        labels, probs, ref_probs, n_boot=n_boot, groups=groups
     )
-    if not n_boot:
-        result.delta_intervals = {}
 
 
 def variant_costs(
@@ -193,15 +189,9 @@ def run_benchmark(
     from raylung.train.export import export_checkpoint
 
     grid = benchmark_space(loaded, seeds, fractions)
-    cfg = grid.loaded.config
-    require_sound_space(grid.loaded)  # every variant must build a different pipeline
-    split_set = check_data(cfg)
-    check_writable(cfg.experiment.storage)
-    experiment = Experiment.new(cfg.experiment.storage, f"{cfg.experiment.name}-benchmark")
-    with experiment.discarded_on_failure():
-        prepared = tuner.prepare(grid.loaded, experiment, split_set)
-        connect(target)
-        tuner.check_start(prepared, target.wait_s)
+    # The space check also makes sure every variant builds a different pipeline.
+    prepared = start(grid.loaded, f"{grid.loaded.config.experiment.name}-benchmark", target)
+    experiment = prepared.experiment
     results_grid = tuner.run(prepared, target.wait_s)
 
     metric, mode = prepared.base.search_metric, prepared.base.search_mode

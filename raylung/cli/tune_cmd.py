@@ -79,7 +79,7 @@ def _dry_run(loaded, out: Path | None) -> None:
     from rich.table import Table
 
     from raylung.plan.dry_run import plan_trials, write_jsonl
-    from raylung.plan.space_check import check_space
+    from raylung.plan.space_check import SpaceCheckError, check_space
 
     console = Console()
     problems = check_space(loaded)
@@ -108,8 +108,6 @@ def _dry_run(loaded, out: Path | None) -> None:
         console.print(f"[{style}]{problem.level}:[/] {problem}", highlight=False, soft_wrap=True)
     errors = [p for p in problems if p.level == "error"]
     if errors:
-        from raylung.plan.space_check import SpaceCheckError
-
         raise SpaceCheckError(f"the search space has {len(errors)} parameter(s) that change nothing (above)")
     console.print("space check: every searched parameter changes the pipeline")
 

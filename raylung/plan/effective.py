@@ -68,8 +68,12 @@ class EffectivePipeline:
         return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
 
     def augment_text(self) -> str:
-        """Compact form for tables: ``hflip .5, vflip .5, rotate90 .5``, or ``none``."""
-        return ", ".join(f"{name} {p:.2g}" for name, p in self.augment.items()) or "none"
+        return augment_text(self.augment)
+
+
+def augment_text(augment: dict[str, float]) -> str:
+    """Compact form for tables: ``hflip 0.5, vflip 0.5, rotate90 0.5``, or ``none``."""
+    return ", ".join(f"{name} {p:.2g}" for name, p in augment.items()) or "none"
 
 
 def effective_pipeline(cfg: RaylungConfig) -> EffectivePipeline:

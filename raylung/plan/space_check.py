@@ -71,13 +71,9 @@ class _Resolver:
         return self._cache[key]
 
 
-def _values(dist: Distribution) -> list[Any]:
-    return dist.candidates()
-
-
 def _contexts(others: list[Distribution], max_contexts: int, seed: int = 0) -> list[dict[str, Any]]:
     """Combinations of the other parameters' values: all of them, or a seeded sample."""
-    pools = [_values(d) for d in others]
+    pools = [d.candidates() for d in others]
     total = 1
     for pool in pools:
         total *= len(pool)
@@ -111,7 +107,7 @@ def _describe(pipeline: EffectivePipeline, path: str) -> str:
 def check_parameter(
     dist: Distribution, resolve: _Resolver, space: SearchSpace, where: str, max_contexts: int
 ) -> list[SpaceProblem]:
-    values = _values(dist)
+    values = dist.candidates()
     others = [d for d in space.distributions if d.path != dist.path]
     labels = [json.dumps(v) if not isinstance(v, str) else v for v in values]
     undistinguished = {(i, j) for i in range(len(values)) for j in range(i + 1, len(values))}

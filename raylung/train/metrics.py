@@ -168,6 +168,8 @@ def paired_difference_intervals(
     everything = np.arange(labels.size)
     ours, ref = mean_metrics(probs, everything), mean_metrics(reference, everything)
     delta = {name: ours[name] - ref[name] for name in METRIC_NAMES}
+    if n_boot < 1:
+        return delta, {}
     members = _group_members(groups, labels.size)
     samples: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
     for _ in range(n_boot):

@@ -19,6 +19,7 @@ from typing import Any
 from raylung.config import RaylungConfig
 from raylung.config.search_space import SearchSpace
 from raylung.experiment import Experiment
+from raylung.plan.effective import augment_text
 from raylung.storage import join
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ def table_rows(trials: list[TrialSummary], space: SearchSpace, metric: str) -> l
         model = pipeline.get("model") or {}
         row.update(
             {
-                "augmentation as built": _augment_text(pipeline.get("augment")),
+                "augmentation as built": augment_text(pipeline["augment"]) if pipeline else "",
                 "model as built": f"{model['name']} {model['params']:,} {model['fingerprint']}"
                 if model
                 else "",
@@ -220,12 +221,6 @@ def table_rows(trials: list[TrialSummary], space: SearchSpace, metric: str) -> l
         )
         rows.append(row)
     return rows
-
-
-def _augment_text(augment: dict[str, float] | None) -> str:
-    if augment is None:
-        return ""
-    return ", ".join(f"{name} {p:.2g}" for name, p in augment.items()) or "none"
 
 
 def write_tables(experiment: Experiment, trials: list[TrialSummary], space: SearchSpace, metric: str) -> None:

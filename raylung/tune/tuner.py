@@ -217,7 +217,7 @@ def check_start(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> None:
 
 
 def run(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:  # -> ray.tune.ResultGrid
-    check_start(prepared, resource_wait_s)
+    """Fit the search; the caller has run :func:`check_start` on the connected cluster."""
     return build_tuner(prepared, resource_wait_s).fit()
 
 

@@ -44,20 +44,30 @@ def tune(loaded: LoadedConfig, target: RayTarget = RayTarget()) -> TuneOutcome:
     credentials, the storage, and the data (layout, classes, split). A start that fails after
     the folder was made (e.g. the cluster lacks resources) removes it again.
     """
+    resolve_mode(loaded.config.wandb)  # fail now, not after an hour, when online W&B lacks credentials
+    prepared = start(loaded, loaded.config.experiment.name, target)
+    log.info("experiment %s", prepared.experiment.path)
+    grid = tuner.run(prepared, target.wait_s)
+    return finish(prepared, grid)
+
+
+def start(loaded: LoadedConfig, name: str, target: RayTarget) -> tuner.PreparedSearch:
+    """Check the space and the data, then make the experiment `name-STAMP` and connect to Ray.
+
+    Nothing is created or started before the checks pass, and a failure after the folder is
+    made (the cluster lacks resources) removes it again. Used by tune and benchmark alike.
+    """
     cfg = loaded.config
     for warning in require_sound_space(loaded):
         log.warning("search space: %s", warning)
-    resolve_mode(cfg.wandb)  # fail now, not after an hour, when online W&B lacks credentials
     split_set = check_data(cfg)
     check_writable(cfg.experiment.storage)
-    experiment = Experiment.new(cfg.experiment.storage, cfg.experiment.name)
+    experiment = Experiment.new(cfg.experiment.storage, name)
     with experiment.discarded_on_failure():
         prepared = tuner.prepare(loaded, experiment, split_set)
         connect(target)
         tuner.check_start(prepared, target.wait_s)
-    log.info("experiment %s", experiment.path)
-    grid = tuner.run(prepared, target.wait_s)
-    return finish(prepared, grid)
+    return prepared
 
 
 def resume(experiment_dir: str | Path, target: RayTarget = RayTarget()) -> TuneOutcome:
