@@ -497,12 +497,12 @@ def plain_run(cfg, mark: Callable[[str, str], None]) -> list[dict[str, float]]:
     import torch
     from torch.utils.data import DataLoader
 
+    from raylung.artifacts.checkpoint import TrainState, save_checkpoint
+    from raylung.artifacts.inference import predict_split
+    from raylung.artifacts.precision import resolve_precision
+    from raylung.config.model_build import build_model
     from raylung.data import LungDataset, SplitSet, worker_init_fn
-    from raylung.models import build_model
-    from raylung.train.inference import predict_split
     from raylung.train.loop import make_optimizer, positive_weight, seed_everything, train_step
-    from raylung.train.precision import resolve_precision
-    from raylung.train.state import TrainState, save_checkpoint
 
     torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
@@ -561,8 +561,8 @@ def ray_run(
 ) -> tuple[float, float, float | None, list[dict[str, float]]]:
     """One ``fit`` with the Timeline callback: (start, end, CPU seconds of the Ray processes,
     per-epoch history)."""
+    from raylung.artifacts.checkpoint import load_state
     from raylung.train.launcher import RunLocation, fit
-    from raylung.train.state import load_state
 
     callbacks = [Timeline(str(timeline))] if Timeline is not None else []
     with CpuMeter(ray_session_name()) as meter:
@@ -635,8 +635,8 @@ def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int,
     from torch.utils.data import DataLoader, DistributedSampler
 
     from raylung.config import RaylungConfig
+    from raylung.config.model_build import build_model
     from raylung.data import LungDataset, SplitSet
-    from raylung.models import build_model
     from raylung.train.loop import make_optimizer, seed_everything
 
     torch.set_num_threads(1)

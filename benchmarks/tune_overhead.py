@@ -1,6 +1,6 @@
 """What a smoke tune costs beyond its training: overhead per trial and trial start-up.
 
-Runs ``raylung.tune.workflow.tune`` on ``search_spaces/smoke.yaml`` (N trials, ASHA off and no
+Runs ``raylung.workflows.tune.tune`` on ``search_spaces/smoke.yaml`` (N trials, ASHA off and no
 early stopping, so every trial runs every epoch; W&B disabled; demo data and its image cache
 made beforehand, untimed) and sets its wall time against the trials' own training time: the
 sum of ``epoch_time_s`` over every trial's history, and the validation time, which a timeline
@@ -212,7 +212,8 @@ def child(args: argparse.Namespace) -> None:
 
     from raylung.cluster.connect import RayTarget, connect
     from raylung.config.loading import load_config
-    from raylung.tune import tuner, workflow
+    from raylung.tune import tuner
+    from raylung.workflows import tune as workflow
 
     clocks: dict[str, dict[str, float]] = {}
 

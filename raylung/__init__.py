@@ -5,7 +5,9 @@ Cancers with Lung Cancer Pathological Images Using Deep Neural Networks and Self
 Structures", and tunes it at scale with Ray Train, Ray Tune, Optuna and Weights & Biases.
 """
 
-__version__ = "0.1.0"
+from raylung._version import __version__
+
+__all__ = ["__version__"]
 
 
 def _register_with_timm_on_import() -> None:

@@ -60,7 +60,7 @@ def learning_curves(
 ) -> Path:
     """Losses (left) and validation metrics (right) per epoch, the best `monitor` epoch marked.
 
-    `history` is :attr:`raylung.train.state.TrainState.history`: one dict per epoch with
+    `history` is :attr:`raylung.artifacts.checkpoint.TrainState.history`: one dict per epoch with
     ``epoch``, ``train_loss`` and the ``val_*`` metrics. Missing keys are simply not drawn.
     """
     if not history:

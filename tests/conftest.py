@@ -247,7 +247,7 @@ def smoke_overrides(storage: Path, root: Path, *extra: str) -> list[str]:
 def smoke(ray_address, demo_root, tmp_path_factory):
     """A finished smoke tune (4 trials, ASHA, W&B offline) shared by the tune and report tests."""
     from raylung.config.loading import load_config
-    from raylung.tune import workflow
+    from raylung.workflows import tune as workflow
 
     storage = tmp_path_factory.mktemp("tune")
     loaded = load_config(SMOKE, smoke_overrides(storage, demo_root, "search.num_samples=4"))

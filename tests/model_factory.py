@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
+from raylung.artifacts.checkpoint import TrainState, save_checkpoint
 from raylung.config import DataConfig, ModelConfig, RaylungConfig
+from raylung.config.model_build import build_model
 from raylung.data import make_demo_dataset, resolve_splits
-from raylung.models import build_model
-from raylung.train.state import TrainState, save_checkpoint
 
 SIZE = (64, 48)  # (width, height)
 HISTORY = [

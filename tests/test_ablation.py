@@ -13,11 +13,12 @@ import torch
 
 from raylung.config import ModelConfig
 from raylung.config.loading import load_config
+from raylung.config.model_build import build_model
 from raylung.config.schema import ABLATIONS, SWITCH_FIELDS
 from raylung.data import Sample
 from raylung.data.splits import subsample_groups
 from raylung.errors import ConfigError
-from raylung.models import build_model, create_model, list_models
+from raylung.models import create_model, list_models
 from raylung.models.resnet_ours import SWITCH_NAMES
 from raylung.plan.effective import architecture_fingerprint
 
@@ -160,7 +161,7 @@ def test_a_training_fraction_is_grouped_stratified_and_nested():
 
 
 def test_paired_difference_of_a_model_with_itself_is_exactly_zero_and_a_better_one_is_positive():
-    from raylung.train.metrics import paired_difference_intervals
+    from raylung.artifacts.metrics import paired_difference_intervals
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300)

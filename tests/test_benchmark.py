@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from raylung.artifacts.metrics import bootstrap_intervals
 from raylung.benchmark.paper import TABLE_3
-from raylung.train.metrics import bootstrap_intervals
 
 REPO_SPACES = __import__("pathlib").Path(__file__).resolve().parents[1] / "search_spaces"
 
@@ -19,7 +19,7 @@ def test_bootstrap_of_several_seeds_brackets_their_mean():
     probs = np.clip(labels * 0.6 + rng.normal(0.2, 0.25, (3, 200)), 0, 1)
     groups = np.repeat(np.arange(100), 2)
     intervals = bootstrap_intervals(labels, probs, n_boot=300, groups=groups)
-    from raylung.train.metrics import binary_metrics
+    from raylung.artifacts.metrics import binary_metrics
 
     mean_f1 = np.mean([binary_metrics(labels, row)["f1"] for row in probs])
     low, high = intervals["f1"]

@@ -33,7 +33,7 @@ def raylung(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
 @pytest.mark.slow
 def test_two_node_tune_spreads_each_trial_over_both_nodes(ray_cluster, demo_root, tmp_path):
     from raylung.config.loading import load_config
-    from raylung.tune import workflow
+    from raylung.workflows import tune as workflow
 
     storage = tmp_path / "shared-storage"
     loaded = load_config(

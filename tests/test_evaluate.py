@@ -14,10 +14,10 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from typer.testing import CliRunner
 
+from raylung.artifacts.evaluate import evaluate
+from raylung.artifacts.export import export_checkpoint
 from raylung.data import LungDataset, SplitSet
 from raylung.errors import ConfigError, DataError
-from raylung.train.evaluate import evaluate
-from raylung.train.export import export_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from model_factory import SIZE, make_checkpoint
 from typer.testing import CliRunner
 
+from raylung.artifacts.export import export_checkpoint
+from raylung.artifacts.predict import read_image
 from raylung.data import Sample, SplitSet, build_transform
 from raylung.errors import DataError, RaylungError
 from raylung.explain import (
@@ -35,8 +37,6 @@ from raylung.explain import (
 )
 from raylung.explain import explainer as explainer_mod
 from raylung.models import gradcam_target_layer
-from raylung.train.export import export_checkpoint
-from raylung.train.predict import read_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

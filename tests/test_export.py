@@ -17,10 +17,12 @@ import yaml
 from model_factory import HISTORY, SIZE, make_checkpoint
 from typer.testing import CliRunner
 
+from raylung.artifacts import formats as export_mod
+from raylung.artifacts.export import export_checkpoint
+from raylung.artifacts.formats import EXPORT_FORMATS
+from raylung.artifacts.loader import load_export, sha256
 from raylung.config import RaylungConfig
 from raylung.errors import ConfigError, DataError
-from raylung.train import export as export_mod
-from raylung.train.export import EXPORT_FORMATS, export_checkpoint, load_export, sha256
 
 # TorchScript is deprecated in torch 2.14 (a FutureWarning on every call); it is still exported.
 pytestmark = [

@@ -11,10 +11,10 @@ from torch import nn
 from torch.testing import assert_close
 
 from raylung.config import ModelConfig
+from raylung.config.model_build import build_model
 from raylung.models import (
     ResNetOurs,
     attention_maps,
-    build_model,
     count_parameters,
     create_model,
     get_model_entry,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from raylung.artifacts.precision import resolve_precision
 from raylung.config import TrainConfig
 from raylung.models import create_model
-from raylung.train.precision import resolve_precision
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -12,10 +12,10 @@ import torch
 from model_factory import make_checkpoint
 from typer.testing import CliRunner
 
+from raylung.artifacts.export import export_checkpoint
+from raylung.artifacts.predict import find_images, predict
 from raylung.data import build_transform, load_image
 from raylung.errors import ConfigError, DataError
-from raylung.train.export import export_checkpoint
-from raylung.train.predict import find_images, predict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -20,7 +20,7 @@ from run_factory import tiny_config, write_tiny_yaml
 from wandb_records import history_rows, run_config
 
 from raylung.data import SplitSet
-from raylung.train import workflow
+from raylung.workflows import train as workflow
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,8 @@ def test_two_worker_run_converges_and_exports(ray_address, demo_root, tmp_path):
     assert saved["data"]["splits_file"].endswith("splits.csv")
     # The pipeline recorded before training is the one that trained: the exported weights'
     # model, rebuilt, has its parameter count and architecture fingerprint.
+    from raylung.artifacts.loader import load_export
     from raylung.plan.effective import architecture_fingerprint
-    from raylung.train.export import load_export
 
     pipeline = json.loads((outcome.directory / "pipeline.json").read_text())
     trained = load_export(outcome.export).model
@@ -67,11 +67,11 @@ def _evaluate_fixed_model(loop_config):
     import ray.train
     import ray.train.torch
 
+    from raylung.artifacts.inference import predict_split
+    from raylung.artifacts.precision import resolve_precision
+    from raylung.config.model_build import build_model
     from raylung.data import LungDataset
-    from raylung.models import build_model
-    from raylung.train.inference import predict_split
     from raylung.train.loop import make_loader
-    from raylung.train.precision import resolve_precision
 
     cfg = loop_config["config"]
     model = build_model(cfg.model, cfg.data.in_chans)
@@ -93,8 +93,8 @@ def test_ddp_validation_metrics_equal_single_worker(ray_address, demo_root, tmp_
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from raylung.config.model_build import build_model
     from raylung.data import resolve_splits
-    from raylung.models import build_model
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = tiny_config(demo_root, tmp_path)
@@ -200,7 +200,7 @@ def test_interrupted_run_resumes_with_cli(ray_address, demo_root, tmp_path):
 @pytest.mark.shared_data
 def test_lc25000_grouped_split_reaches_held_out_accuracy(ray_address, lc25000_root, tmp_path):
     """Real H&E tiles, grouped by original tile: a small attention ResNet must exceed 0.85."""
-    from raylung.train.evaluate import evaluate
+    from raylung.artifacts.evaluate import evaluate
 
     cfg = tiny_config(
         lc25000_root,

@@ -64,7 +64,7 @@ def test_best_json_names_a_stored_checkpoint_of_the_best_epoch(smoke):
     assert state["epoch"] == best["epoch"]
     assert state["history"][-1]["val_loss"] == pytest.approx(best["value"])
 
-    from raylung.train.export import load_export
+    from raylung.artifacts.loader import load_export
 
     loaded = load_export(best["export"])
     assert loaded.config.model.name == "resnet_ours_tiny"
@@ -128,7 +128,7 @@ def test_train_best_refuses_a_config_that_no_longer_builds_the_best_pipeline(smo
     import shutil
 
     from raylung.errors import ConfigError
-    from raylung.train.workflow import retrain_best
+    from raylung.workflows.retrain import retrain_best
 
     copy = tmp_path / smoke.experiment.name
     shutil.copytree(
@@ -149,7 +149,7 @@ def test_train_best_refuses_a_config_that_no_longer_builds_the_best_pipeline(smo
 
 
 def test_train_best_retrains_evaluates_on_test_and_exports(smoke):
-    from raylung.train.workflow import retrain_best
+    from raylung.workflows.retrain import retrain_best
 
     outcome = retrain_best(str(smoke.experiment.local), storage="unused", progress=False)
     assert [row["epoch"] for row in outcome.history][-1] <= 4
@@ -161,7 +161,7 @@ def test_train_best_retrains_evaluates_on_test_and_exports(smoke):
 
 def test_train_best_full_folds_validation_into_training(smoke):
     from raylung.data import SplitSet
-    from raylung.train.workflow import retrain_best
+    from raylung.workflows.retrain import retrain_best
 
     best = json.loads(smoke.experiment.best_json.read_text())
     outcome = retrain_best(str(smoke.experiment.local), storage="unused", full=True, progress=False)

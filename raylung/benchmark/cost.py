@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from raylung.config import RaylungConfig
-from raylung.models import build_model, gflops
+from raylung.config.model_build import build_model
+from raylung.models import gflops
 
 
 @dataclass
@@ -37,8 +38,8 @@ def model_cost(cfg: RaylungConfig) -> VariantCost:
 
 
 def _step(cfg: RaylungConfig, device: torch.device):
+    from raylung.artifacts.precision import resolve_precision
     from raylung.train.loop import train_step
-    from raylung.train.precision import resolve_precision
 
     precision = resolve_precision(cfg.train, device)
     model = build_model(cfg.model, cfg.data.in_chans).to(device)

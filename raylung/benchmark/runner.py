@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from raylung.artifacts.metrics import binary_metrics, bootstrap_intervals, paired_difference_intervals
 from raylung.benchmark.cost import VariantCost, measure_step_times, model_cost
 from raylung.benchmark.paper import METRICS, paper_row
 from raylung.cluster.connect import RayTarget
@@ -29,10 +30,9 @@ from raylung.config.loading import LoadedConfig, apply_params
 from raylung.config.search_space import Distribution, SearchSpace
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
-from raylung.train.metrics import binary_metrics, bootstrap_intervals, paired_difference_intervals
 from raylung.tune import tuner
 from raylung.tune.results import best_checkpoint, summarize_trial
-from raylung.tune.workflow import start
+from raylung.workflows.tune import start
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,10 @@ def run_benchmark(
     fractions: list[float] | None = None,
     step_repeats: int = 3,
 ) -> BenchmarkOutcome:
+    from raylung.artifacts.evaluate import evaluate
+    from raylung.artifacts.export import export_checkpoint
     from raylung.benchmark.table import write_outputs
     from raylung.data import is_synthetic
-    from raylung.train.evaluate import evaluate
-    from raylung.train.export import export_checkpoint
 
     grid = benchmark_space(loaded, seeds, fractions)
     # The space check also makes sure every variant builds a different pipeline.

@@ -42,7 +42,7 @@ def evaluate(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: auto).")] = None,
 ) -> None:
     """Evaluate a model on one split; writes metrics.json, predictions.csv and two PNGs."""
-    from raylung.train.evaluate import evaluate as run_evaluation
+    from raylung.artifacts.evaluate import evaluate as run_evaluation
 
     report = run_evaluation(
         model, split, splits_file=splits, data_root=data_root, out_dir=out or Path(f"evaluation_{split}"),

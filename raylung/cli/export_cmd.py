@@ -30,7 +30,9 @@ def export(
     ] = False,
 ) -> None:
     """Write weights, config, metrics, torch.export / TorchScript / ONNX programs and a manifest."""
-    from raylung.train.export import EXPORT_FORMATS, MANIFEST_FILE, export_checkpoint
+    from raylung.artifacts.export import export_checkpoint
+    from raylung.artifacts.formats import EXPORT_FORMATS
+    from raylung.artifacts.loader import MANIFEST_FILE
 
     # A plain line, not a spinner: the exporters' output is captured while they run, and a
     # spinner's refresh thread would be captured with it.

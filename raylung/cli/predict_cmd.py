@@ -27,7 +27,7 @@ def predict(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: auto).")] = None,
 ) -> None:
     """Write path,probability_cancer,predicted_label for every readable image; list unreadable ones."""
-    from raylung.train.predict import predict as run_prediction
+    from raylung.artifacts.predict import predict as run_prediction
 
     summary = run_prediction(
         export, inputs, out, threshold=threshold, batch_size=batch_size, recursive=recursive, device=device

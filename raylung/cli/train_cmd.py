@@ -36,13 +36,14 @@ def train(
     """Train one model with Ray Train (DDP over --num-workers), then export its best epoch."""
     from raylung.cluster.connect import RayTarget
     from raylung.errors import ConfigError
-    from raylung.train import workflow
+    from raylung.workflows import retrain as retrain_flow
+    from raylung.workflows import train as train_flow
 
     target = RayTarget(address=address, resource_wait_s=resource_wait)
     console = Console()
     if best:
         exp_dir = experiment or (str(config) if config else None)
-        outcome = workflow.retrain_best(exp_dir, storage, target, full=full)
+        outcome = retrain_flow.retrain_best(exp_dir, storage, target, full=full)
     else:
         overrides = list(set_ or [])
         if num_workers is not None:
@@ -57,7 +58,7 @@ def train(
             from raylung.config.loading import load_config
 
             cfg = load_config(config, overrides, allow_search=False).config
-        outcome = workflow.train(cfg, target, output=output, resume=resume)
+        outcome = train_flow.train(cfg, target, output=output, resume=resume)
     _print_outcome(console, outcome)
 
 

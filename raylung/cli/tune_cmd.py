@@ -32,7 +32,7 @@ def tune(
     from raylung.cluster.connect import RayTarget
     from raylung.config.loading import load_config
     from raylung.errors import ConfigError
-    from raylung.tune import workflow
+    from raylung.workflows import tune as workflow
 
     if dry_run:
         if space is None or resume:

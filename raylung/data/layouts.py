@@ -14,34 +14,16 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 from raylung.config import DataConfig
 from raylung.data import naming
 from raylung.data.files import MAX_LISTED, child_dirs, list_images, report_bad, screen
-from raylung.data.samples import Sample
+from raylung.data.samples import Discovery, Sample
 from raylung.errors import DataError
 
 log = logging.getLogger(__name__)
-GroupSource = Literal["manifest", "regex", "file"]
-
-
-@dataclass
-class Discovery:
-    """What discovery found: the samples, how they are grouped, and what it left out."""
-
-    layout: str
-    root: Path
-    samples: list[Sample]
-    group_source: GroupSource = "file"
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def has_given_splits(self) -> bool:
-        return bool(self.samples) and all(s.split is not None for s in self.samples)
 
 
 def detect_layout(cfg: DataConfig) -> tuple[str, str]:

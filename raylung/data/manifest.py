@@ -15,8 +15,7 @@ from pathlib import Path
 from raylung.config import DataConfig
 from raylung.data import naming
 from raylung.data.files import MAX_LISTED, report_bad, screen
-from raylung.data.layouts import Discovery
-from raylung.data.samples import Sample
+from raylung.data.samples import Discovery, Sample
 from raylung.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from raylung.data import naming, storage
 from raylung.errors import DataError
@@ -133,3 +134,22 @@ def _row_to_sample(row: dict[str, str], base: Path, location: str | Path, line: 
         group=row.get("group") or str(path),
         split=split,
     )
+
+
+GroupSource = Literal["manifest", "regex", "file"]
+
+
+@dataclass
+class Discovery:
+    """What discovery found: the samples, how they are grouped, and what it left out."""
+
+    layout: str
+    root: Path
+    samples: list[Sample]
+    group_source: GroupSource = "file"
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_given_splits(self) -> bool:
+        return bool(self.samples) and all(s.split is not None for s in self.samples)

@@ -1,6 +1,6 @@
 """Explain image files with an exported model: one figure per image plus a JSON index.
 
-Images go through the run's evaluation pipeline (:func:`raylung.train.predict.read_image`, then
+Images go through the run's evaluation pipeline (:func:`raylung.artifacts.predict.read_image`, then
 :func:`raylung.data.build_transform` with ``train=False``), so the probability in a figure is
 the one ``raylung predict`` writes for the same file. Per batch there are up to three passes:
 a plain forward for the probabilities, one that captures the spatial attention (ResNet-ours
@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from raylung.artifacts.evaluate import SYNTHETIC_STAMP
+from raylung.artifacts.loader import LoadedModel, data_is_synthetic, inference_device, load_export, to_json
+from raylung.artifacts.predict import find_images, read_image
 from raylung.data import build_transform
 from raylung.data.naming import LABEL_NAMES
 from raylung.data.transforms import normalisation
@@ -30,9 +33,6 @@ from raylung.errors import ConfigError, DataError
 from raylung.explain.attention import has_spatial_attention, stage_attention
 from raylung.explain.figures import display_image, explanation_figure, save_explanation
 from raylung.explain.gradcam import gradcam_maps
-from raylung.train.evaluate import SYNTHETIC_STAMP
-from raylung.train.export import LoadedModel, data_is_synthetic, inference_device, load_export, to_json
-from raylung.train.predict import find_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Explainer:
     """A loaded binary model and its run's evaluation pipeline, explaining images in batches.
 
     Args:
-        loaded: from :func:`~raylung.train.export.load_export`; must have one logit.
+        loaded: from :func:`~raylung.artifacts.export.load_export`; must have one logit.
         threshold: P(cancer) at or above which the label is cancer (default: the export's).
         device: where to run (default: CUDA when present, else CPU).
         batch_size: images per pass; Grad-CAM keeps activations for a backward, so keep it small.

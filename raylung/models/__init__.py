@@ -1,11 +1,11 @@
 """Models: ResNet-ours of Kim & Kang (2023) and the timm baselines of its Table 3.
 
 ``create_model("resnet_ours50", eca_k=5)`` and ``create_model("resnet50d")`` look alike;
-:func:`build_model` builds from the validated config. ResNet-ours is registered with timm too
-(``timm.create_model("resnet_ours50")``). See docs/model.md.
+:func:`raylung.config.model_build.build_model` builds from the validated config.
+ResNet-ours is registered with timm too (``timm.create_model("resnet_ours50")``). See docs/model.md.
 """
 
-from raylung.models.build import CONFIG_TO_KWARG, build_model, create_model, gradcam_target_layer
+from raylung.models.build import create_model, gradcam_target_layer
 from raylung.models.complexity import PAPER_INPUT_SHAPE, count_parameters, gflops
 from raylung.models.layers import EcaModule, FReLU, SpatialAttention
 from raylung.models.registry import ModelEntry, get_model_entry, list_models, register_model
@@ -15,7 +15,6 @@ from raylung.models.timm_entrypoints import register_with_timm
 register_with_timm()
 
 __all__ = [
-    "CONFIG_TO_KWARG",
     "PAPER_INPUT_SHAPE",
     "EcaModule",
     "FReLU",
@@ -26,7 +25,6 @@ __all__ = [
     "Stem",
     "Switches",
     "attention_maps",
-    "build_model",
     "count_parameters",
     "create_model",
     "get_model_entry",

@@ -1,31 +1,15 @@
-"""Build a model by registered name, or from the validated :class:`~raylung.config.ModelConfig`."""
+"""Build a model by registered name, like ``timm.create_model`` (the config's builder is
+:func:`raylung.config.model_build.build_model`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from raylung.models.registry import get_model_entry
-from raylung.models.resnet_ours import SWITCH_NAMES as SWITCH_FIELDS
 
-if TYPE_CHECKING:
-    from raylung.config import ModelConfig
-
-__all__ = ["CONFIG_TO_KWARG", "build_model", "create_model", "gradcam_target_layer"]
-
-# ModelConfig field -> model factory keyword.
-CONFIG_TO_KWARG: dict[str, str] = {
-    "eca_k": "eca_k",
-    "stem_channels": "stem_channels",
-    "depths": "depths",
-    "width": "width",
-    "drop_path": "drop_path_rate",
-    "dropout": "drop_rate",
-    "num_classes": "num_classes",
-    # ResNet-ours' ablation switches (set directly, or through model.ablation)
-    **{name: name for name in SWITCH_FIELDS},
-}
+__all__ = ["create_model", "gradcam_target_layer"]
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -42,35 +26,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             f"model {name!r} does not support {', '.join(unsupported)}; it accepts: {', '.join(entry.kwargs)}"
         )
     return entry.fn(**kwargs)
-
-
-def build_model(cfg: ModelConfig, in_chans: int) -> nn.Module:
-    """Build ``cfg.name`` with the fields of `cfg` that are set, for `in_chans` image channels.
-
-    An architecture field left at ``None`` keeps the variant's own default. A field set to a
-    value the model has no use for (``eca_k`` on a timm baseline) is an error rather than
-    silently ignored; a field left at the schema default is simply not passed to such a model.
-
-    Raises:
-        ValueError: naming the field and the model, for a set field the model does not support.
-    """
-    entry = get_model_entry(cfg.name)
-    kwargs: dict[str, Any] = {"in_chans": in_chans}
-    switches = cfg.switches()
-    for field, kwarg in CONFIG_TO_KWARG.items():
-        value = switches.get(field) if field in SWITCH_FIELDS else getattr(cfg, field)
-        if value is None:
-            continue
-        if not entry.supports(kwarg):
-            if value == type(cfg).model_fields[field].default:
-                continue
-            via = f" (by model.ablation {cfg.ablation})" if field in SWITCH_FIELDS and cfg.ablation else ""
-            raise ValueError(
-                f"model.{field}={value!r} is set{via}, but model {cfg.name!r} has no {field}; "
-                f"leave it unset for this model"
-            )
-        kwargs[kwarg] = value
-    return create_model(cfg.name, **kwargs)
 
 
 def gradcam_target_layer(model: nn.Module) -> nn.Module:

@@ -112,7 +112,7 @@ def model_identity(model_json: str, in_chans: int) -> ModelIdentity:
     import torch
 
     from raylung.config import ModelConfig
-    from raylung.models.build import build_model
+    from raylung.config.model_build import build_model
 
     model_cfg = ModelConfig.model_validate_json(model_json)
     try:

@@ -88,7 +88,7 @@ def evaluate_best(experiment: Experiment, retrain: Path | None, *, n_boot: int =
         return ModelEvaluation(source=source, note="no best model: best/export is missing")
     directory = experiment.local / REPORT_DIR / "test"
     if not _fresh(directory / METRICS_FILE, experiment.best_json, n_boot):
-        from raylung.train.evaluate import evaluate
+        from raylung.artifacts.evaluate import evaluate
 
         try:
             evaluate(export, "test", splits_file=_splits_file(experiment), out_dir=directory, n_boot=n_boot)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from raylung import __version__
+from raylung._version import __version__
 from raylung.config import RaylungConfig
 from raylung.config.search_space import Distribution
 from raylung.errors import ConfigError

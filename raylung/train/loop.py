@@ -22,20 +22,20 @@ import ray.train.torch
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from raylung.config import RaylungConfig
-from raylung.data import LungDataset, SplitSet, worker_init_fn
-from raylung.data.splits import training_samples
-from raylung.models import build_model
-from raylung.train.inference import predict_split
-from raylung.train.precision import Precision, resolve_precision
-from raylung.train.progress import StepReporter, StepUpdate
-from raylung.train.state import (
+from raylung.artifacts.checkpoint import (
     TrainState,
     load_optimizer,
     load_state,
     load_weights,
     save_checkpoint,
 )
+from raylung.artifacts.inference import predict_split
+from raylung.artifacts.precision import Precision, resolve_precision
+from raylung.config import RaylungConfig
+from raylung.config.model_build import build_model
+from raylung.data import LungDataset, SplitSet, worker_init_fn
+from raylung.data.splits import training_samples
+from raylung.train.progress import StepReporter, StepUpdate
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ def checkpoint_history(experiment: Experiment, trial_id: str) -> list[dict[str, 
     unlike Tune's result log, which loses the rows a killed driver had not flushed."""
     import ray.train
 
-    from raylung.train.state import load_state
+    from raylung.artifacts.checkpoint import load_state
 
     try:
         run = ray.train.Result.from_path(join(experiment.trials_storage, trial_id))
@@ -166,7 +166,7 @@ def export_best(
     experiment: Experiment, best: TrialSummary, base: RaylungConfig, metric: str, mode: str
 ) -> dict[str, Any]:
     """Export the best trial's best epoch and write best.json; returns what it wrote."""
-    from raylung.train.export import export_checkpoint
+    from raylung.artifacts.export import export_checkpoint
 
     checkpoint, metrics = best_checkpoint(experiment, best.trial_id, metric, mode)
     if checkpoint is None:

@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from raylung.artifacts.inference import Predictions, predict_shard
+from raylung.artifacts.loader import LoadedModel, inference_device, load_export, to_json
+from raylung.artifacts.metrics import Confusion, binary_metrics, bootstrap_intervals, roc_curve
+from raylung.artifacts.precision import Precision
 from raylung.data import LungDataset, Sample, SplitSet, is_synthetic, worker_init_fn
 from raylung.data.files import MAX_LISTED
 from raylung.data.naming import LABEL_NAMES, split_name
 from raylung.errors import ConfigError, DataError
 from raylung.plots import confusion_matrix_plot, roc_plot
-from raylung.train.export import LoadedModel, inference_device, load_export, to_json
-from raylung.train.inference import Predictions, predict_shard
-from raylung.train.metrics import Confusion, binary_metrics, bootstrap_intervals, roc_curve
-from raylung.train.precision import Precision
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Numerics of a training step: autocast dtype, loss scaling and memory format per device.
+"""Numerics on a device, for training and inference alike: autocast dtype, loss scaling, memory format.
 
 On CUDA the defaults are bf16 autocast where the GPU supports it (Ampere and newer; no loss
 scaler needed), fp16 with a GradScaler otherwise, and channels_last tensors (faster

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from raylung.train.metrics import binary_metrics
-from raylung.train.precision import Precision
+from raylung.artifacts.metrics import binary_metrics
+from raylung.artifacts.precision import Precision
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from raylung.artifacts.loader import inference_device, load_export
 from raylung.config import DataConfig
 from raylung.data import UnreadableImageError, build_transform, load_image
 from raylung.data.images import drop_alpha, resize_to, to_channels, to_uint8
 from raylung.data.naming import LABEL_NAMES
 from raylung.errors import ConfigError, DataError
-from raylung.train.export import inference_device, load_export
 
 log = logging.getLogger(__name__)
 

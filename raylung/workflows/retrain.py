@@ -1,0 +1,138 @@
+"""`raylung train --best`: retrain a search's best trial, then evaluate it on test and explain it.
+
+The best trial's configuration is resolved exactly as the search resolved it, and the retrain
+refuses to start unless it rebuilds the pipeline that trial trained (``best.json``'s record).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from raylung.cluster.connect import RayTarget
+from raylung.config import RaylungConfig
+from raylung.errors import ConfigError
+from raylung.experiment import Experiment
+from raylung.plan.effective import EffectivePipeline, effective_pipeline
+from raylung.train.launcher import RunLocation
+from raylung.workflows.train import RUN_NAME, TrainOutcome, _run, _wandb_kwargs, _write_config
+
+log = logging.getLogger(__name__)
+
+
+def retrain_best(
+    experiment_dir: str | None,
+    storage: str,
+    target: RayTarget = RayTarget(),
+    *,
+    full: bool = False,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Retrain a search's best configuration for the full budget, evaluate on test, export."""
+    from raylung.config.loading import trial_config
+    from raylung.experiment import latest_experiment
+    from raylung.tune.tuner import reload
+
+    experiment = Experiment.at(experiment_dir) if experiment_dir else latest_experiment(storage)
+    best = experiment.read_best()
+    prepared = reload(experiment)
+    # best.json holds decoded config values; resolved exactly as the tune resolved the trial.
+    cfg = trial_config(prepared.base, prepared.space, best["params"])
+    verify_pipeline(cfg, best)
+    if full:
+        cfg = _train_on_train_and_validation(cfg, best, experiment)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"retrain-{stamp}"
+    directory = experiment.local / name
+    directory.mkdir(parents=True)
+    # Same split as the search: the retrain is evaluated on the test split no trial has seen.
+    _write_config(cfg, directory)
+    location = RunLocation(experiment.file(name), RUN_NAME)
+    outcome = _run(
+        cfg,
+        target,
+        experiment,
+        location,
+        directory,
+        progress=progress,
+        job_type="retrain",
+        resume_hint=f"raylung train --output {experiment.file(name)} --resume",
+        keep="last" if full else "best",
+    )
+    if outcome.export is not None:
+        from raylung.artifacts.evaluate import evaluate
+        from raylung.explain import explain_test_sample
+
+        outcome.evaluation = evaluate(outcome.export, "test", out_dir=directory / "test")
+        outcome.explanations = list(
+            explain_test_sample(outcome.export, cfg.data.splits_file, directory / "explain")
+        )
+        _log_retrain_results(_wandb_kwargs(cfg, directory, directory.name, "retrain"), outcome)
+        experiment.sync_up()
+    return outcome
+
+
+def verify_pipeline(cfg: RaylungConfig, best: dict[str, Any]) -> None:
+    """Refuse to retrain unless `cfg` builds the pipeline the best trial trained (best.json)."""
+    recorded = best.get("pipeline")
+    if not recorded:
+        log.warning("best.json records no pipeline (an older experiment): the retrain is not verified")
+        return
+    rebuilt = effective_pipeline(cfg)
+    expected = EffectivePipeline.from_json(recorded)
+    if rebuilt != expected:
+        changed = ", ".join(rebuilt.differences(expected))
+        raise ConfigError(
+            f"the retrain would not train what trial {best.get('trial_id')} trained: {changed} differ "
+            f"(recorded pipeline {expected.digest}, rebuilt {rebuilt.digest}). Was the experiment's "
+            "base_config.json edited, or raylung's models or augmentations changed since the search?"
+        )
+    log.info("retrain rebuilds the best trial's pipeline %s", rebuilt.digest)
+
+
+def _train_on_train_and_validation(cfg: RaylungConfig, best: dict, experiment: Experiment) -> RaylungConfig:
+    """--full: fold validation into train and train for the best trial's best epoch count.
+
+    With validation inside the training data there is no honest signal for early stopping or
+    for picking an epoch, so the epoch count comes from the search and the last epoch is kept.
+    """
+    from raylung.data import SplitSet
+
+    splits = SplitSet.load(cfg.data.splits_file)
+    merged = SplitSet(
+        {
+            "train": splits["train"] + splits["validation"],
+            "validation": splits["validation"],
+            "test": splits["test"],
+        }
+    )
+    path = experiment.file("splits_full.csv")
+    merged.save(path)
+    data = cfg.data.model_copy(update={"splits_file": path})
+    train = cfg.train.model_copy(
+        update={"epochs": int(best.get("epoch") or cfg.train.epochs), "patience": None}
+    )
+    return cfg.model_copy(update={"data": data, "train": train})
+
+
+def _log_retrain_results(wandb_kwargs: dict | None, outcome: TrainOutcome) -> None:
+    """Add the test metrics, plots and explanation figures to the retrain's W&B run."""
+    if not wandb_kwargs or outcome.evaluation is None:
+        return
+    import wandb
+
+    from raylung.tracking import start_run
+
+    run = start_run(**wandb_kwargs)
+    if run is None:
+        return
+    run.summary.update({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
+    images = {
+        name: outcome.evaluation.files[name]
+        for name in ("confusion_matrix", "roc")
+        if name in outcome.evaluation.files
+    }
+    images.update({f"explain/{p.stem}": p for p in outcome.explanations})
+    run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+    run.finish()
