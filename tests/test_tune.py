@@ -40,7 +40,11 @@ def test_every_trial_has_a_wandb_offline_run_with_one_row_per_epoch(smoke):
     for trial in smoke.trials:
         assert trial.trial_id in files, sorted(files)
         rows = [r for r in history_rows(files[trial.trial_id]) if "val_loss" in r]
-        assert [r["epoch"] for r in rows] == trial.reported_epochs  # every epoch Tune received
+        logged = [r["epoch"] for r in rows]
+        # Every epoch Tune received was logged first, once, in order; an epoch trained after
+        # ASHA stopped the trial (its report dropped) may be logged too, never one not trained.
+        assert logged == list(range(1, len(logged) + 1)), logged
+        assert set(trial.reported_epochs) <= set(logged) <= {row["epoch"] for row in trial.history}
         by_epoch = {row["epoch"]: row for row in trial.history}
         for logged in rows:
             for key in ("val_loss", "val_accuracy", "val_f1", "val_auroc", "train_loss"):

@@ -14,7 +14,7 @@ from typing import Any
 
 from raylung.benchmark.paper import METRICS, paper_label
 from raylung.config import RaylungConfig
-from raylung.tracking import init_kwargs, resolve_mode, start_run
+from raylung.tracking import Tracker, init_kwargs, resolve_mode
 
 SYNTHETIC_NOTE = "synthetic demo data: these numbers mean nothing clinically"
 
@@ -209,10 +209,8 @@ def _log_wandb(outcome: Any, base: RaylungConfig, files: dict[str, Path]) -> Non
     mode = resolve_mode(base.wandb)
     if mode == "disabled":
         return
-    import wandb
-
-    run = start_run(
-        **init_kwargs(
+    run = Tracker.start(
+        init_kwargs(
             base.wandb,
             mode,
             outcome.experiment.wandb_dir,
@@ -221,17 +219,8 @@ def _log_wandb(outcome: Any, base: RaylungConfig, files: dict[str, Path]) -> Non
             job_type="benchmark",
         )
     )
-    if run is None:
-        return
-    table = rows(outcome)
-    if table:
-        columns = list(table[0])
-        run.log(
-            {
-                "table3": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table]),
-                "table3_chart": wandb.Image(str(files["chart"])),
-            }
-        )
+    run.log_table("table3", rows(outcome))
+    run.log_images({"table3_chart": files["chart"]})
     run.finish()
 
 

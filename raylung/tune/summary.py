@@ -9,6 +9,7 @@ from typing import Any
 from raylung.config import RaylungConfig
 from raylung.config.search_space import SearchSpace
 from raylung.experiment import Experiment
+from raylung.tracking import Tracker, init_kwargs
 from raylung.tune.results import TrialSummary, table_rows
 
 log = logging.getLogger(__name__)
@@ -62,38 +63,21 @@ def log_wandb_summary(
     """One extra run in the experiment's W&B group: results table, best trial, plots."""
     if mode == "disabled":
         return None
-    import wandb
-
-    from raylung.tracking import init_kwargs, start_run
-
-    kwargs = init_kwargs(
-        base.wandb,
-        mode,
-        experiment.wandb_dir,
-        group=experiment.name,
-        name=f"{experiment.name}-summary",
-        job_type="summary",
-        config={"search_space": space.to_json(), "base": base.model_dump(mode="json")},
-    )
-    run = start_run(**kwargs)
-    if run is None:
-        return None
-    rows = table_rows(trials, space, base.search_metric)
-    if rows:
-        columns = list(rows[0])
-        run.log(
-            {
-                "trials": wandb.Table(
-                    columns=columns,
-                    data=[[_cell(r[c]) for c in columns] for r in rows],
-                    allow_mixed_types=True,
-                )
-            }
+    run = Tracker.start(
+        init_kwargs(
+            base.wandb,
+            mode,
+            experiment.wandb_dir,
+            group=experiment.name,
+            name=f"{experiment.name}-summary",
+            job_type="summary",
+            config={"search_space": space.to_json(), "base": base.model_dump(mode="json")},
         )
-    for plot in plots:
-        run.log({plot.stem: wandb.Image(str(plot))})
+    )
+    run.log_table("trials", table_rows(trials, space, base.search_metric))
+    run.log_images({plot.stem: plot for plot in plots})
     if best:
-        run.summary.update(
+        run.summary(
             {
                 "best_trial": best["trial_id"],
                 f"best_{best['metric']}": best["value"],
@@ -101,10 +85,4 @@ def log_wandb_summary(
                 **{f"best/{k}": v for k, v in best["params"].items()},
             }
         )
-    run_dir = Path(run.dir).parent
-    run.finish()
-    return run_dir
-
-
-def _cell(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str)) or value is None else str(value)
+    return run.finish()

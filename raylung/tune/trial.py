@@ -21,18 +21,15 @@ from raylung.config.search_space import SearchSpace
 from raylung.data import storage
 from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
 from raylung.storage import join
+from raylung.tracking.hub import HubRun
 from raylung.train.launcher import RunLocation, fit
 from raylung.tune.reports import fit_reporting_to_tune
+from raylung.tune.trial_runs import trial_run_spec
 
 
 def trial_config(base: RaylungConfig, space: SearchSpace, params: dict[str, Any]) -> RaylungConfig:
     """The full config of a trial from Ray's sampled parameters (inactive ones at their defaults)."""
     return resolve_trial(base, space, space.decode(params))
-
-
-def trial_pipeline(base: RaylungConfig, space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
-    """The effective pipeline (as JSON) of the trial with Ray's sampled `params`."""
-    return effective_pipeline(trial_config(base, space, params)).to_json()
 
 
 def run_trial(
@@ -42,18 +39,28 @@ def run_trial(
     space: SearchSpace,
     trials_storage: str,
     resource_wait_s: float = 0.0,
+    hub: Any = None,
+    run_template: dict[str, Any] | None = None,
 ) -> None:
-    """Tune function trainable (bound with `tune.with_parameters`)."""
+    """Tune function trainable (bound with `tune.with_parameters`).
+
+    With a tracker `hub`, the trial's run (``run_template`` completed by the trial) is started
+    there and the trial's reports reach it; the driver finishes it (see :mod:`.trial_runs`).
+    """
     cfg = trial_config(base, space, params)
-    location = RunLocation(trials_storage, tune.get_context().get_trial_id())
+    trial_id = tune.get_context().get_trial_id()
+    location = RunLocation(trials_storage, trial_id)
     # What this trial trains, as built from its own config, next to its checkpoints.
     pipeline = effective_pipeline(cfg).to_json()
     storage.write_text(join(location.path, PIPELINE_FILE), json.dumps(pipeline, indent=1))
+    spec = trial_run_spec(run_template, trial_id, params, pipeline) if run_template else None
+    run = HubRun(hub, trial_id, spec)
     fit_reporting_to_tune(
         lambda callbacks: fit(
             cfg,
             location,
-            callbacks=callbacks,
+            # The run logs an epoch before Tune (and ASHA) hear of it.
+            callbacks=[*run.report_callbacks(), *callbacks],
             resume_hint="raylung tune --resume EXPERIMENT_DIR",
             resource_wait_s=resource_wait_s,
         )

@@ -8,7 +8,6 @@ resource instead of CPUs so they never starve their own training workers.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -26,9 +25,11 @@ from raylung.data import SplitSet
 from raylung.errors import ClusterError, ConfigError
 from raylung.experiment import Experiment
 from raylung.tracking import init_kwargs, resolve_mode
+from raylung.tracking.hub import tracker_hub
 from raylung.train.launcher import check_resources, prepare_splits
 from raylung.tune.searcher import ResumableOptunaSearch
-from raylung.tune.trial import run_trial, trial_pipeline
+from raylung.tune.trial import run_trial
+from raylung.tune.trial_runs import FinishTrialRuns
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def check_driver_resource() -> None:
         )
 
 
-def _trainable(prepared: PreparedSearch, resource_wait_s: float = 0.0):
+def _trainable(prepared: PreparedSearch, resource_wait_s: float = 0.0, hub: Any = None):
     from ray import tune
 
     bound = tune.with_parameters(
@@ -128,41 +129,45 @@ def _trainable(prepared: PreparedSearch, resource_wait_s: float = 0.0):
         space=prepared.space,
         trials_storage=prepared.experiment.trials_storage,
         resource_wait_s=resource_wait_s,
+        hub=hub,
+        run_template=_run_template(prepared) if hub is not None else None,
     )
     return tune.with_resources(bound, {"CPU": 0, TRIAL_DRIVER_RESOURCE: 1})
 
 
-def _wandb_mode(base: RaylungConfig) -> str:
-    mode = resolve_mode(base.wandb)
-    if mode == "offline":
-        os.environ["WANDB_MODE"] = "offline"  # Ray's W&B callback then skips its API-key check
-    return mode
-
-
-def _callbacks(prepared: PreparedSearch) -> list:
-    mode = _wandb_mode(prepared.base)
-    if mode == "disabled":
-        return []
-    from raylung.tune.wandb_callback import FlushingWandbLoggerCallback
-
-    kwargs = init_kwargs(
-        prepared.base.wandb, mode, prepared.experiment.wandb_dir, group=prepared.experiment.name
+def _run_template(prepared: PreparedSearch) -> dict[str, Any]:
+    """What every trial's tracked run shares: project, mode, group (the experiment), folder."""
+    mode = resolve_mode(prepared.base.wandb)
+    return init_kwargs(
+        prepared.base.wandb,
+        mode,
+        prepared.experiment.wandb_dir,
+        group=prepared.experiment.name,
+        job_type="trial",
     )
-    kwargs["resume"] = "allow"  # a resumed trial continues its W&B run
-    kwargs["reinit"] = "finish_previous"  # Ray passes the deprecated reinit=True otherwise
-    effective = functools.partial(trial_pipeline, prepared.base, prepared.space)
-    return [
-        FlushingWandbLoggerCallback(
-            log_config=True, excludes=["checkpoint_path"], effective=effective, **kwargs
-        )
-    ]
+
+
+def _tracked(prepared: PreparedSearch) -> bool:
+    return resolve_mode(prepared.base.wandb) != "disabled"
+
+
+def hub_name(prepared: PreparedSearch) -> str:
+    """The tracker hub's actor name: the same for a resumed search, whose restored Tune
+    callbacks find the new hub by it."""
+    return f"raylung-tracking-{prepared.experiment.name}"
 
 
 def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def build_tuner(prepared: PreparedSearch, resource_wait_s: float = 0.0):
+def build_tuner(
+    prepared: PreparedSearch, resource_wait_s: float = 0.0, hub: Any = None, callbacks: list | None = None
+):
+    """The search's ``Tuner``; with a tracker `hub`, every trial is a tracked run.
+
+    `callbacks` are extra Tune callbacks (a benchmark's clocks, say), run after raylung's own.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -189,8 +194,9 @@ def build_tuner(prepared: PreparedSearch, resource_wait_s: float = 0.0):
         metric=base.search_metric,
         mode=base.search_mode,
     )
+    own = [FinishTrialRuns(hub_name(prepared))] if hub is not None else []
     return tune.Tuner(
-        _trainable(prepared, resource_wait_s),
+        _trainable(prepared, resource_wait_s, hub),
         tune_config=tune.TuneConfig(
             metric=base.search_metric,
             mode=base.search_mode,
@@ -203,7 +209,7 @@ def build_tuner(prepared: PreparedSearch, resource_wait_s: float = 0.0):
         run_config=tune.RunConfig(
             name="tune",
             storage_path=prepared.experiment.path,
-            callbacks=_callbacks(prepared),
+            callbacks=[*own, *(callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=0),
             verbose=1,
         ),
@@ -216,23 +222,27 @@ def check_start(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> None:
     check_resources(prepared.base, resource_wait_s)
 
 
-def run(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:  # -> ray.tune.ResultGrid
-    """Fit the search; the caller has run :func:`check_start` on the connected cluster."""
-    return build_tuner(prepared, resource_wait_s).fit()
+def run(prepared: PreparedSearch, resource_wait_s: float = 0.0, callbacks: list | None = None) -> Any:
+    """Fit the search (-> ``ray.tune.ResultGrid``); the caller has run :func:`check_start`.
+
+    `callbacks`: extra Tune callbacks, e.g. a benchmark's trial clocks.
+    """
+    with tracker_hub(_tracked(prepared), hub_name(prepared)) as hub:
+        return build_tuner(prepared, resource_wait_s, hub, callbacks).fit()
 
 
 def resume(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:
     from ray import tune
 
     check_driver_resource()
-    _wandb_mode(prepared.base)
     tune_dir = prepared.experiment.tune_dir
     if not tune.Tuner.can_restore(tune_dir):
         raise ConfigError(f"nothing to resume at {tune_dir}: the tune never started there")
-    tuner = tune.Tuner.restore(
-        tune_dir,
-        trainable=_trainable(prepared, resource_wait_s),
-        resume_unfinished=True,
-        resume_errored=True,
-    )
-    return tuner.fit()
+    with tracker_hub(_tracked(prepared), hub_name(prepared)) as hub:
+        tuner = tune.Tuner.restore(
+            tune_dir,
+            trainable=_trainable(prepared, resource_wait_s, hub),
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+        return tuner.fit()

@@ -15,8 +15,9 @@ from raylung.config import RaylungConfig
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
 from raylung.plan.effective import EffectivePipeline, effective_pipeline
+from raylung.tracking import Tracking
 from raylung.train.launcher import RunLocation
-from raylung.workflows.train import RUN_NAME, TrainOutcome, _run, _wandb_kwargs, _write_config
+from raylung.workflows.train import RUN_NAME, TrainOutcome, run_training, write_config
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ def retrain_best(
     directory = experiment.local / name
     directory.mkdir(parents=True)
     # Same split as the search: the retrain is evaluated on the test split no trial has seen.
-    _write_config(cfg, directory)
+    write_config(cfg, directory)
     location = RunLocation(experiment.file(name), RUN_NAME)
-    outcome = _run(
+    return run_training(
         cfg,
         target,
         experiment,
@@ -59,18 +60,29 @@ def retrain_best(
         job_type="retrain",
         resume_hint=f"raylung train --output {experiment.file(name)} --resume",
         keep="last" if full else "best",
+        after=_test_and_explain,
     )
-    if outcome.export is not None:
-        from raylung.artifacts.evaluate import evaluate
-        from raylung.explain import explain_test_sample
 
-        outcome.evaluation = evaluate(outcome.export, "test", out_dir=directory / "test")
-        outcome.explanations = list(
-            explain_test_sample(outcome.export, cfg.data.splits_file, directory / "explain")
-        )
-        _log_retrain_results(_wandb_kwargs(cfg, directory, directory.name, "retrain"), outcome)
-        experiment.sync_up()
-    return outcome
+
+def _test_and_explain(outcome: TrainOutcome, run: Tracking) -> None:
+    """Evaluate the retrain on the test split no trial has seen, explain a sample, track both."""
+    if outcome.export is None:
+        return
+    from raylung.artifacts.evaluate import evaluate
+    from raylung.explain import explain_test_sample
+
+    outcome.evaluation = evaluate(outcome.export, "test", out_dir=outcome.directory / "test")
+    outcome.explanations = list(
+        explain_test_sample(outcome.export, outcome.config.data.splits_file, outcome.directory / "explain")
+    )
+    run.summary({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
+    images = {
+        name: outcome.evaluation.files[name]
+        for name in ("confusion_matrix", "roc")
+        if name in outcome.evaluation.files
+    }
+    images.update({f"explain/{p.stem}": p for p in outcome.explanations})
+    run.log_images(images)
 
 
 def verify_pipeline(cfg: RaylungConfig, best: dict[str, Any]) -> None:
@@ -114,25 +126,3 @@ def _train_on_train_and_validation(cfg: RaylungConfig, best: dict, experiment: E
         update={"epochs": int(best.get("epoch") or cfg.train.epochs), "patience": None}
     )
     return cfg.model_copy(update={"data": data, "train": train})
-
-
-def _log_retrain_results(wandb_kwargs: dict | None, outcome: TrainOutcome) -> None:
-    """Add the test metrics, plots and explanation figures to the retrain's W&B run."""
-    if not wandb_kwargs or outcome.evaluation is None:
-        return
-    import wandb
-
-    from raylung.tracking import start_run
-
-    run = start_run(**wandb_kwargs)
-    if run is None:
-        return
-    run.summary.update({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
-    images = {
-        name: outcome.evaluation.files[name]
-        for name in ("confusion_matrix", "roc")
-        if name in outcome.evaluation.files
-    }
-    images.update({f"explain/{p.stem}": p for p in outcome.explanations})
-    run.log({key: wandb.Image(str(path)) for key, path in images.items()})
-    run.finish()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from raylung.errors import ConfigError
 from raylung.experiment import Experiment
 from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
 from raylung.storage import check_writable
-from raylung.tracking import init_kwargs, offline_run_dirs, resolve_mode
+from raylung.tracking import Tracking, init_kwargs, offline_run_dirs, resolve_mode
+from raylung.tracking.hub import HubRun, tracker_hub
 from raylung.train.launcher import RunLocation, check_resources, fit, has_snapshot, prepare_splits
 
 log = logging.getLogger(__name__)
@@ -37,26 +39,32 @@ class TrainOutcome:
     best_metrics: dict[str, Any]
     export: Path | None
     history: list[dict[str, Any]]
-    wandb_dirs: list[Path]
+    wandb_dirs: list[Path] = field(default_factory=list)
     evaluation: Any = None
     explanations: list[Path] = field(default_factory=list)
 
 
-def _wandb_kwargs(cfg: RaylungConfig, directory: Path, name: str, job_type: str) -> dict[str, Any] | None:
+def run_spec(cfg: RaylungConfig, directory: Path, job_type: str) -> dict[str, Any] | None:
+    """The tracked run of a training in `directory` (``wandb.init`` keywords), None if disabled."""
     mode = resolve_mode(cfg.wandb)
     if mode == "disabled":
         return None
+    name = directory.name
     return init_kwargs(
         cfg.wandb,
         mode,
         directory / "wandb",
         group=cfg.wandb.group or cfg.experiment.name,
-        # Stable across processes, so a resumed run continues the same W&B run.
         name=name,
+        # Stable across processes, so a resumed run continues the same W&B run.
         run_id=f"{name}-{hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
         config={**cfg.model_dump(mode="json"), "effective": effective_pipeline(cfg).to_json()},
         job_type=job_type,
     )
+
+
+# Called with the finished outcome and its still-open tracked run (the retrain's test results).
+AfterTraining = Callable[[TrainOutcome, Tracking], None]
 
 
 def train(
@@ -95,9 +103,9 @@ def train(
             )
         experiment.local.mkdir(parents=True, exist_ok=True)
         cfg = prepare_splits(cfg, experiment.path)
-        _write_config(cfg, experiment.local)
+        write_config(cfg, experiment.local)
         experiment.sync_up()
-    return _run(
+    return run_training(
         cfg,
         target,
         experiment,
@@ -109,7 +117,7 @@ def train(
     )
 
 
-def _run(
+def run_training(
     cfg: RaylungConfig,
     target: RayTarget,
     experiment: Experiment,
@@ -120,27 +128,42 @@ def _run(
     job_type: str,
     resume_hint: str,
     keep: str = "best",
+    after: AfterTraining | None = None,
 ) -> TrainOutcome:
-    """Fit on the cluster, finish locally in `directory`, mirror to the experiment's storage."""
+    """Fit on the cluster, finish locally in `directory`, mirror to the experiment's storage.
+
+    The run is tracked from the driver: each epoch's report reaches it through the tracker
+    hub, then the best epoch and whatever `after` adds, all in the one run.
+    """
     connect(target)
     check_resources(cfg, target.wait_s)
-    wandb_kwargs = _wandb_kwargs(cfg, directory, directory.name, job_type)
-    result = fit(
-        cfg,
-        location,
-        wandb_kwargs=wandb_kwargs,
-        progress=progress,
-        resume_hint=resume_hint,
-        resource_wait_s=target.wait_s,
-    )
-    outcome = _finish(cfg, directory, result, wandb_kwargs, keep=keep)
+    spec = run_spec(cfg, directory, job_type)
+    with tracker_hub(spec is not None) as hub:
+        run = HubRun(hub, directory.name, spec)
+        result = fit(
+            cfg,
+            location,
+            progress=progress,
+            callbacks=run.report_callbacks(),
+            resume_hint=resume_hint,
+            resource_wait_s=target.wait_s,
+        )
+        outcome = _finish(cfg, directory, result, keep=keep)
+        if outcome.history:
+            last, monitor = outcome.history[-1], cfg.train.monitor
+            run.summary(
+                {"best_epoch": last.get("best_epoch"), f"best_{monitor}": last.get(f"best_{monitor}")}
+            )
+        if after is not None:
+            after(outcome, run)
+        run.finish()
+    if spec is not None and spec["mode"] == "offline":
+        outcome.wandb_dirs = offline_run_dirs(directory / "wandb")
     experiment.sync_up()
     return outcome
 
 
-def _finish(
-    cfg: RaylungConfig, directory: Path, result: Any, wandb_kwargs: dict | None, keep: str = "best"
-) -> TrainOutcome:
+def _finish(cfg: RaylungConfig, directory: Path, result: Any, keep: str = "best") -> TrainOutcome:
     """Export the best epoch (or the last, `keep="last"`), plot, and record the metrics."""
     from raylung.artifacts.export import export_checkpoint
     from raylung.plots import learning_curves
@@ -160,10 +183,7 @@ def _finish(
     (directory / "metrics.json").write_text(
         json.dumps({"final": result.metrics, "best": best_metrics, "history": history}, indent=1, default=str)
     )
-    wandb_dirs = (
-        offline_run_dirs(directory / "wandb") if wandb_kwargs and wandb_kwargs["mode"] == "offline" else []
-    )
-    return TrainOutcome(directory, cfg, result.metrics, best_metrics, export, history, wandb_dirs)
+    return TrainOutcome(directory, cfg, result.metrics, best_metrics, export, history)
 
 
 def _history(result: Any) -> list[dict[str, Any]]:
@@ -177,7 +197,7 @@ def _history(result: Any) -> list[dict[str, Any]]:
         return load_state(Path(directory)).history
 
 
-def _write_config(cfg: RaylungConfig, directory: Path) -> None:
+def write_config(cfg: RaylungConfig, directory: Path) -> None:
     """The run's config and its effective pipeline (what it trains, as built)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(cfg.model_dump_json(indent=1))

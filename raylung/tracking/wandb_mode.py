@@ -57,7 +57,7 @@ def init_kwargs(
     config: dict[str, Any] | None = None,
     job_type: str = "train",
 ) -> dict[str, Any]:
-    """Keyword arguments for ``wandb.init`` (also handed to Ray Tune's WandbLoggerCallback)."""
+    """Keyword arguments for ``wandb.init``: the one description of a run, wherever it starts."""
     import wandb
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +68,8 @@ def init_kwargs(
         "dir": str(run_dir),
         "job_type": job_type,
         "tags": list(cfg.tags),
+        # Several runs may be open in one process (the tracker hub holds one per trial).
+        "reinit": "create_new",
         "settings": wandb.Settings(silent=True, console="off", disable_git=True, x_disable_stats=True),
     }
     if cfg.entity:
@@ -80,15 +82,6 @@ def init_kwargs(
     if config is not None:
         kwargs["config"] = config
     return kwargs
-
-
-def start_run(**kwargs: Any):  # -> wandb.Run | None
-    """Start a run; with mode `disabled` return None so callers can skip logging."""
-    if kwargs.get("mode") == "disabled":
-        return None
-    import wandb
-
-    return wandb.init(**kwargs)
 
 
 def offline_run_dirs(root: Path) -> list[Path]:
