@@ -1,15 +1,14 @@
-"""cluster.yaml: accepted by Ray's own cluster launcher, and true to what raylung needs of a cluster.
+"""cluster.yaml, checked by ``raylung.cluster.check`` and ``raylung cluster check``.
 
-`check()` does what `ray up` does before it first talks to AWS: `prepare_config` (merges the
-installed Ray's aws/defaults.yaml into the config, a file read: no boto3, no credentials) then
-`validate_config` (ray-schema.json plus the launcher's cross-field checks). The AWS-only steps
-that follow in `ray up` (resource autodetection, IAM and subnet bootstrap) need credentials and
-are left out; cluster.yaml states every resource, so autodetection has nothing to add.
-
-On top, raylung's invariants: the head advertises the trial-driver resource, every worker type
-has GPUs and scales from zero, setup installs exactly pyproject's pins, the search spaces and the
-package are mounted where setup installs from, and head and workers share token auth. A broken
-edit of each kind fails with a message that names the problem.
+The package runs what ``ray up`` runs before it first talks to AWS (``prepare_config``, a file
+read of the installed Ray's aws/defaults.yaml; ``validate_config``: ray-schema.json and the
+launcher's cross-field checks), then raylung's invariants: the head advertises the trial-driver
+resource, every worker type has GPUs and scales from zero, setup installs the torch, torchvision
+and Ray of this environment, the package and search spaces are mounted where setup installs
+from, and head and workers share token auth. Here: the committed file passes, a broken edit of
+each kind fails with one line naming the problem and its key, and the CLI reports the same with
+its exit status. What is true of this repository only (setup installs pyproject's exact pins, a
+single- and a multi-GPU worker type) is checked here, not in the package.
 """
 
 from __future__ import annotations
@@ -17,222 +16,110 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shlex
 import socket
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
+from typer.testing import CliRunner
 
+from raylung.cli.main import app
+from raylung.cluster.check import (
+    PINNED,
+    TORCH_INDEX,
+    ClusterConfigError,
+    ClusterReport,
+    check_cluster_config,
+    check_config,
+    installed_versions,
+    reachable_gpus,
+    requirements_in,
+    worker_types,
+)
 from raylung.cluster.connect import TRIAL_DRIVER_RESOURCE
+from raylung.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-PINNED = ("torch", "torchvision", "ray")
-TORCH_INDEX = "https://download.pytorch.org/whl/cu"
-
-
-class ClusterConfigError(ValueError):
-    """cluster.yaml passes Ray's validator but breaks something raylung relies on."""
-
-
-def pyproject_pins() -> dict[str, Requirement]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = {r.name: r for r in map(Requirement, project["dependencies"])}
-    return {name: reqs[name] for name in PINNED}
+SECRET = "s3cr3t-d0-not-print"
+HERE = installed_versions()
+# Where setup_commands installs torch, as Ray's launcher numbers it.
+TORCH_LINE = next(
+    i for i, c in enumerate(yaml.safe_load(CLUSTER_YAML.read_text())["setup_commands"]) if "torch==" in c
+)
+TORCH_AT = f"setup_commands[{TORCH_LINE}]"
+runner = CliRunner()
 
 
 def ours_space() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "search_spaces" / "ours.yaml").read_text())
 
 
-def requirements_in(command: str) -> dict[str, Requirement]:
-    """The pinned packages a shell command installs (`pip install "torch==2.14.1" ...`)."""
-    found = {}
-    for token in shlex.split(command):
-        try:
-            req = Requirement(token)
-        except InvalidRequirement:
-            continue
-        if req.name in PINNED and req.specifier:
-            found[req.name] = req
-    return found
-
-
-# --- raylung's invariants, each returning its problems (empty: fine) ------------------------
-
-
-def _worker_types(config: dict) -> dict[str, dict]:
-    return {n: t for n, t in config["available_node_types"].items() if n != config["head_node_type"]}
-
-
-def driver_problems(config: dict) -> list[str]:
-    head_type = config["head_node_type"]
-    head = config["available_node_types"][head_type]["resources"]
-    problems = []
-    slots = head.get(TRIAL_DRIVER_RESOURCE, 0)
-    wanted = ours_space()["search"]["max_concurrent_trials"]
-    if slots < wanted:
-        problems.append(
-            f"head node type {head_type} advertises {slots} '{TRIAL_DRIVER_RESOURCE}' units; trial "
-            f"drivers reserve one each, so it needs >= {wanted} (ours.yaml max_concurrent_trials)"
-        )
-    if head.get("GPU", 0) or head.get("CPU", 0):
-        problems.append(
-            f"head node type {head_type} must advertise no CPUs and no GPUs for training workers, got {head}"
-        )
-    for name, node in _worker_types(config).items():
-        if node["resources"].get(TRIAL_DRIVER_RESOURCE, 0):
-            problems.append(
-                f"worker type {name} advertises '{TRIAL_DRIVER_RESOURCE}': trial drivers "
-                "belong on the head, which is never scaled down"
-            )
-    return problems
-
-
-def worker_problems(config: dict) -> list[str]:
-    workers = _worker_types(config)
-    need = ours_space()["resources"]
-    need_cpu, need_gpu = need["cpus_per_worker"], need["gpus_per_worker"]
-    problems = [] if workers else ["no worker node types"]
-    for name, node in workers.items():
-        res = node["resources"]
-        if res.get("GPU", 0) < 1:
-            problems.append(f"worker type {name} advertises no GPU: {res}")
-        if node.get("min_workers", 0) != 0:
-            problems.append(
-                f"worker type {name} has min_workers {node['min_workers']}; GPU nodes must "
-                "scale from min_workers: 0"
-            )
-        if res.get("CPU", 0) < need_cpu or res.get("GPU", 0) < need_gpu:
-            problems.append(
-                f"worker type {name} ({res}) cannot host one ours.yaml training worker "
-                f"({need_cpu} CPUs + {need_gpu} GPU)"
-            )
-    gpus = {node["resources"].get("GPU", 0) for node in workers.values()}
-    if not ({1} <= gpus and max(gpus, default=0) > 1):
-        problems.append(f"want a single-GPU and a multi-GPU worker type, GPU counts are {sorted(gpus)}")
-    return problems
-
-
-def pin_problems(config: dict, pins: dict[str, Requirement]) -> list[str]:
-    problems = []
-    for role in ("head_setup_commands", "worker_setup_commands"):
-        commands = config[role]
-        installed: dict[str, Requirement] = {}
-        for command in commands:
-            installed.update(requirements_in(command))
-        for name, pin in pins.items():
-            got = installed.get(name)
-            if got is None:
-                problems.append(f"{role} never installs {name} (pyproject: {pin})")
-            elif (got.specifier, got.extras) != (pin.specifier, pin.extras):
-                problems.append(f"{role} installs {got}, pyproject.toml pins {pin}")
-        torch_commands = [c for c in commands if "torch" in requirements_in(c)]
-        if not all(f"--index-url {TORCH_INDEX}" in c for c in torch_commands):
-            problems.append(f"{role} must install torch from the PyTorch CUDA index ({TORCH_INDEX}...)")
-    return problems
-
-
-def _remote_of(config: dict, local: Path) -> str | None:
-    """Where `local` (a repository path) lands on the nodes, through the file mounts."""
-    for remote, source in config["file_mounts"].items():
-        mounted = (ROOT / os.path.expanduser(source)).resolve()
-        if local == mounted or mounted in local.parents:
-            return str(Path(remote) / local.relative_to(mounted))
-    return None
-
-
-def mount_problems(config: dict) -> list[str]:
-    problems = []
-    for remote, source in config["file_mounts"].items():
-        local = ROOT / source
-        if not source.startswith("~") and not local.exists():
-            problems.append(f"file_mounts {remote}: {source} does not exist in the repository")
-    if _remote_of(config, ROOT / "search_spaces") is None:
-        problems.append("search_spaces/ is not in file_mounts")
-    remote_pyproject = _remote_of(config, ROOT / "pyproject.toml")
-    remote_repo = str(Path(remote_pyproject).parent) if remote_pyproject else None
-    if remote_repo is None or _remote_of(config, ROOT / "raylung") != f"{remote_repo}/raylung":
-        problems.append("pyproject.toml and raylung/ must be mounted side by side, for `pip install`")
-    else:
-        installs_it = any(
-            "install" in c and remote_repo in [t.rstrip("/") for t in shlex.split(c)]
-            for c in config["setup_commands"]
-        )
-        if not installs_it:
-            problems.append(f"setup_commands never pip-install {remote_repo}, where the repo is mounted")
-    return problems
-
-
-def auth_problems(config: dict) -> list[str]:
-    problems = []
-    for role in ("head_start_ray_commands", "worker_start_ray_commands"):
-        starts = [c for c in config[role] if "ray start" in c]
-        if not starts or not all("RAY_AUTH_MODE=token" in c for c in starts):
-            problems.append(f"{role}: `ray start` must run with RAY_AUTH_MODE=token on every node")
-    if not any(remote.endswith(".ray/auth_token") for remote in config["file_mounts"]):
-        problems.append("file_mounts must carry ~/.ray/auth_token: head and workers share one token")
-    return problems
-
-
-def check(raw: dict, pins: dict[str, Requirement]) -> dict:
-    """Ray's validation as `ray up` runs it, then raylung's; returns the prepared config."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    config = prepare_config(copy.deepcopy(raw))
-    validate_config(config)
-    problems = (
-        driver_problems(config)
-        + worker_problems(config)
-        + pin_problems(config, pins)
-        + mount_problems(config)
-        + auth_problems(config)
+def raylung_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The installed command, as a user runs it (exit status and stderr included)."""
+    return subprocess.run(
+        [sys.executable, "-m", "raylung", *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
-    if problems:
-        raise ClusterConfigError("cluster.yaml:\n  " + "\n  ".join(problems))
-    return config
+
+
+def repo_copy(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    """``raw`` as cluster.yaml in tmp_path, beside links to what it mounts (as in the repository)."""
+    for name in ("pyproject.toml", "raylung", "search_spaces"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def keys(problems: list[Any]) -> list[str]:
+    return [p.key for p in problems]
 
 
 # --- fixtures ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def pins() -> dict[str, Requirement]:
-    return pyproject_pins()
-
-
-@pytest.fixture(scope="module")
-def raw_config() -> dict:
+def raw_config() -> dict[str, Any]:
     return yaml.safe_load(CLUSTER_YAML.read_text())
 
 
 @pytest.fixture
-def raw(raw_config) -> dict:
+def raw(raw_config: dict[str, Any]) -> dict[str, Any]:
     """A fresh copy to break."""
     return copy.deepcopy(raw_config)
 
 
 @pytest.fixture(scope="module")
-def prepared(raw_config, pins) -> dict:
-    return check(raw_config, pins)
+def report() -> ClusterReport:
+    return check_cluster_config(CLUSTER_YAML)
+
+
+@pytest.fixture(scope="module")
+def prepared(report: ClusterReport) -> dict[str, Any]:
+    return report.config
 
 
 # --- the file as committed -----------------------------------------------------------------
 
 
-def test_ray_validator_accepts_cluster_yaml_offline(raw_config, pins, monkeypatch):
+def test_cluster_yaml_passes_offline(raw_config, monkeypatch):
     def no_network(*args, **kwargs):
-        raise AssertionError("validating cluster.yaml tried to open a network connection")
+        raise AssertionError("checking cluster.yaml tried to open a network connection")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    config = check(raw_config, pins)
+    report = check_cluster_config(CLUSTER_YAML)
+    assert report.ok and report.errors == [], report.errors
+    report.raise_for_errors()  # no-op when fine
+    # No warning either, but for a local auth token missing on this machine (`ray up` copies it).
+    assert [w for w in report.warnings if "auth_token" not in w.key] == [], report.warnings
+    config = report.config
     assert config["provider"]["type"] == "aws"
     # Every command list is ours, not one of Ray's AWS defaults (a nightly Ray wheel).
     for key in ("setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
@@ -241,42 +128,88 @@ def test_ray_validator_accepts_cluster_yaml_offline(raw_config, pins, monkeypatc
 
 
 def test_head_runs_trial_drivers_and_no_training(prepared):
-    assert driver_problems(prepared) == []
     head = prepared["available_node_types"][prepared["head_node_type"]]
-    assert head["resources"][TRIAL_DRIVER_RESOURCE] >= 1
+    assert head["resources"][TRIAL_DRIVER_RESOURCE] >= ours_space()["search"]["max_concurrent_trials"]
+    assert head["resources"]["CPU"] == 0 and "GPU" not in head["resources"]
     assert head["max_workers"] == 0  # filled by prepare_config: there is one head
 
 
-def test_gpu_workers_scale_from_zero_and_fit_a_trial(prepared):
-    assert worker_problems(prepared) == []
+def test_gpu_workers_scale_from_zero_and_fit_ours(prepared):
     space = ours_space()
+    workers = worker_types(prepared)
+    for name, node in workers.items():
+        assert node["min_workers"] == 0, name
+        assert node["resources"]["GPU"] >= space["resources"]["gpus_per_worker"], name
+        assert node["resources"]["CPU"] >= space["resources"]["cpus_per_worker"], name
     need = space["search"]["max_concurrent_trials"] * space["resources"]["gpus_per_worker"]
-    reachable = max(
-        min(t["max_workers"], prepared["max_workers"]) * t["resources"]["GPU"]
-        for t in _worker_types(prepared).values()
+    assert reachable_gpus(prepared) >= need
+    # This repository's shape: single-GPU nodes for single-GPU trials, multi-GPU ones for DDP.
+    gpus = {node["resources"]["GPU"] for node in workers.values()}
+    assert 1 in gpus and max(gpus) > 1, gpus
+
+
+def test_setup_installs_exactly_pyprojects_pins(prepared):
+    pyproject = ROOT / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("no pyproject.toml (installed package)")
+    deps = {
+        r.name: r for r in map(Requirement, tomllib.loads(pyproject.read_text())["project"]["dependencies"])
+    }
+    for role in ("head_setup_commands", "worker_setup_commands"):
+        installed: dict[str, Requirement] = {}
+        for command in prepared[role]:
+            installed.update(requirements_in(command))
+            if "torch" in requirements_in(command):
+                assert TORCH_INDEX.search(command), command
+        for name in PINNED:
+            got, pin = installed[name], deps[name]
+            assert (got.specifier, got.extras) == (pin.specifier, pin.extras), f"{role}: {got} vs {pin}"
+
+
+def test_pins_match_this_environment(report):
+    assert set(report.pins) == set(PINNED)
+    for name, pin in report.pins.items():
+        assert Requirement(pin).specifier.contains(HERE[name], prereleases=True), (pin, HERE[name])
+        assert pin in report.summary()
+
+
+def test_reachable_gpus_fills_the_biggest_nodes_first_within_max_workers():
+    def node(gpus: int, most: int) -> dict[str, Any]:
+        return {"resources": {"CPU": 8, "GPU": gpus}, "min_workers": 0, "max_workers": most}
+
+    types = {"head": {"resources": {}}, "one": node(1, 8), "four": node(4, 2)}
+    config = {"max_workers": 3, "head_node_type": "head", "available_node_types": types}
+    assert reachable_gpus(config) == 2 * 4 + 1 * 1
+    assert reachable_gpus({**config, "max_workers": 20}) == 2 * 4 + 8 * 1
+
+
+def test_another_installed_version_fails_naming_both():
+    other = {"torch": "2.13.0", "torchvision": "0.29.1", "ray": "2.59.1"}
+    report = check_cluster_config(CLUSTER_YAML, installed=other)
+    lines = list(map(str, report.errors))
+    assert len(lines) == 2, lines
+    torch = r"setup_commands\[\d+\]: installs torch==[\d.]+, but this environment has torch 2\.13\.0: .*"
+    ray = r"setup_commands\[\d+\]: installs ray\[.*\]==\S+, but this environment has ray 2\.59\.1: .*"
+    assert re.fullmatch(torch, lines[0]) and re.fullmatch(ray, lines[1]), lines
+    with pytest.raises(ClusterConfigError, match=r"(?s)2 problem.*torch 2\.13\.0.*ray 2\.59\.1") as caught:
+        report.raise_for_errors()
+    assert isinstance(caught.value, ConfigError)
+
+
+def test_a_package_missing_here_warns_instead():
+    report = check_cluster_config(
+        CLUSTER_YAML, installed={"torch": "2.14.1", "torchvision": None, "ray": "2.60.0"}
     )
-    assert reachable >= need, f"the cluster reaches {reachable} GPUs, ours.yaml runs {need} trials at once"
+    assert report.ok
+    assert any("torchvision is not installed here" in str(w) for w in report.warnings)
 
 
-def test_setup_installs_exactly_pyprojects_pins(prepared, pins):
-    assert pin_problems(prepared, pins) == []
+# --- broken edits are caught, each with a line that names it --------------------------------
 
 
-def test_search_spaces_and_package_are_mounted_where_setup_installs(prepared):
-    assert mount_problems(prepared) == []
-    assert _remote_of(prepared, ROOT / "search_spaces" / "ours.yaml") == "~/raylung/search_spaces/ours.yaml"
-
-
-def test_head_and_workers_share_token_auth(prepared):
-    assert auth_problems(prepared) == []
-
-
-# --- broken edits are caught, each with a message that names it --------------------------
-
-
-def _set(path: str, value: Any) -> Callable[[dict], None]:
+def _set(*path: str, value: Any) -> Callable[[dict], None]:
     def mutate(config: dict) -> None:
-        *parents, leaf = path.split("/")
+        *parents, leaf = path
         for key in parents:
             config = config[key]
         config[leaf] = value
@@ -284,110 +217,266 @@ def _set(path: str, value: Any) -> Callable[[dict], None]:
     return mutate
 
 
-def _drop_driver_resource(config: dict) -> None:
-    del config["available_node_types"][config["head_node_type"]]["resources"][TRIAL_DRIVER_RESOURCE]
+def _drop(*path: str) -> Callable[[dict], None]:
+    def mutate(config: dict) -> None:
+        *parents, leaf = path
+        for key in parents:
+            config = config[key]
+        del config[leaf]
+
+    return mutate
 
 
-def _other_torch_pin(config: dict) -> None:
-    commands = config["setup_commands"]
-    config["setup_commands"] = [re.sub(r'"torch==[^"]+"', '"torch==0.0.1"', c) for c in commands]
+def _sub(key: str, pattern: str, replacement: str) -> Callable[[dict], None]:
+    def mutate(config: dict) -> None:
+        config[key] = [re.sub(pattern, replacement, c) for c in config[key]]
+
+    return mutate
 
 
-def _drop_search_spaces_mount(config: dict) -> None:
-    del config["file_mounts"]["~/raylung/search_spaces"]
+HEAD = ("available_node_types", "ray.head.cpu")
+GPU1, GPU4 = ("available_node_types", "ray.worker.gpu1"), ("available_node_types", "ray.worker.gpu4")
 
-
-def _worker_without_token_auth(config: dict) -> None:
-    config["worker_start_ray_commands"] = [
-        c.replace("RAY_AUTH_MODE=token ", "") for c in config["worker_start_ray_commands"]
-    ]
-
-
-SCHEMA_BREAKS = [  # (edit, Ray's message, the path of the field it points at)
+BROKEN_EDITS = [  # (edit, the key of the one error, its message)
+    # Ray's schema, with the path of the field it points at.
     pytest.param(
-        _set("max_worker", 8),
-        r"Additional properties are not allowed \('max_worker' was unexpected\)",
-        (),
+        _set("max_worker", value=8),
+        "(top level)",
+        r"Additional properties are not allowed \('max_worker' was unexpected\) \(Ray's schema\)",
         id="unknown-top-level-key",
     ),
     pytest.param(
-        _set("max_workers", "8"),
+        _set("max_workers", value="8"),
+        "max_workers",
         r"'8' is not of type 'integer'",
-        ("max_workers",),
-        id="max_workers-not-an-integer",
+        id="max_workers-not-int",
     ),
     pytest.param(
-        _set("available_node_types/ray.worker.gpu1/resources/GPU", 0.5),
+        _set(*GPU1, "resources", "GPU", value=0.5),
+        "available_node_types.ray.worker.gpu1.resources.GPU",
         r"0.5 is not of type 'integer'",
-        ("available_node_types", "ray.worker.gpu1", "resources", "GPU"),
         id="fractional-gpu",
     ),
-]
-
-
-@pytest.mark.parametrize(("mutate", "message", "where"), SCHEMA_BREAKS)
-def test_schema_break_fails_naming_the_field(raw, pins, mutate, message, where):
-    mutate(raw)
-    with pytest.raises(jsonschema.ValidationError, match=message) as caught:
-        check(raw, pins)
-    assert tuple(caught.value.absolute_path) == where
-
-
-BROKEN_EDITS = [
-    # The launcher's cross-field check.
+    # The launcher's cross-field checks and provider lookup.
     pytest.param(
-        _set("head_node_type", "ray.head.default"),
-        ValueError,
+        _set("head_node_type", value="ray.head.default"),
+        "head_node_type",
         r"`head_node_type` must be one of `available_node_types`",
         id="head-type-missing",
     ),
+    pytest.param(_drop("provider"), "provider", r"missing; Ray's launcher needs it", id="no-provider"),
+    pytest.param(
+        _set("provider", "type", value="nope"),
+        "provider.type",
+        r"Unsupported node provider: nope",
+        id="provider",
+    ),
     # raylung's invariants.
     pytest.param(
-        _drop_driver_resource,
-        ClusterConfigError,
-        rf"advertises 0 '{TRIAL_DRIVER_RESOURCE}' units",
+        _drop(*HEAD, "resources", TRIAL_DRIVER_RESOURCE),
+        f"available_node_types.ray.head.cpu.resources.{TRIAL_DRIVER_RESOURCE}",
+        rf"head node type 'ray.head.cpu' advertises 0 '{TRIAL_DRIVER_RESOURCE}' units.* needs >= 8 "
+        r"\(search_spaces/ours.yaml search.max_concurrent_trials\)",
         id="driver-resource-removed",
     ),
     pytest.param(
-        _other_torch_pin,
-        ClusterConfigError,
-        r"installs torch==0\.0\.1, pyproject.toml pins torch==",
-        id="torch-pin-mismatch",
+        _set(*HEAD, "resources", "CPU", value=8),
+        "available_node_types.ray.head.cpu.resources",
+        r"the head must advertise CPU: 0 and no GPU",
+        id="head-advertises-cpus",
     ),
     pytest.param(
-        _set("available_node_types/ray.worker.gpu1/min_workers", 1),
-        ClusterConfigError,
-        r"ray.worker.gpu1 has min_workers 1",
+        _set(*GPU4, "resources", TRIAL_DRIVER_RESOURCE, value=4),
+        f"available_node_types.ray.worker.gpu4.resources.{TRIAL_DRIVER_RESOURCE}",
+        r"trial drivers belong on the head",
+        id="driver-resource-on-a-worker",
+    ),
+    pytest.param(
+        _set(*GPU1, "min_workers", value=1),
+        "available_node_types.ray.worker.gpu1.min_workers",
+        r"worker type 'ray.worker.gpu1' has min_workers 1; GPU workers must scale from 0",
         id="worker-min_workers-not-0",
     ),
     pytest.param(
-        _set("available_node_types/ray.worker.gpu4/resources", {"CPU": 48}),
-        ClusterConfigError,
-        r"worker type ray.worker.gpu4 advertises no GPU",
+        _set(*GPU4, "resources", value={"CPU": 48}),
+        "available_node_types.ray.worker.gpu4.resources.GPU",
+        r"worker type 'ray.worker.gpu4' has no GPU",
         id="worker-without-gpu",
     ),
     pytest.param(
-        _drop_search_spaces_mount,
-        ClusterConfigError,
+        lambda c: [_set(*t, "resources", "CPU", value=4)(c) for t in (GPU1, GPU4)],
+        "available_node_types",
+        r"no worker type fits a training worker \(7 CPUs \+ 1 GPU\) of search_spaces/ablation.yaml, "
+        r"search_spaces/baselines.yaml, search_spaces/ours.yaml$",
+        id="no-worker-fits-a-trial",
+    ),
+    pytest.param(
+        _sub("setup_commands", r'"torch==[^"]+"', '"torch==0.0.1"'),
+        TORCH_AT,
+        rf"installs torch==0\.0\.1, but this environment has torch {re.escape(HERE['torch'])}",
+        id="torch-pin-mismatch",
+    ),
+    pytest.param(
+        _sub("setup_commands", r" --index-url \S+", ""),
+        TORCH_AT,
+        r"installs torch without --index-url https://download.pytorch.org/whl/cu",
+        id="torch-from-pypi",
+    ),
+    pytest.param(
+        _sub("setup_commands", r' "ray\[[^"]+"', ""),
+        "setup_commands",
+        rf"never installs a pinned ray \(this environment has ray=={re.escape(HERE['ray'])}\)",
+        id="ray-unpinned",
+    ),
+    pytest.param(
+        _drop("file_mounts", "~/raylung/search_spaces"),
+        "file_mounts",
         r"search_spaces/ is not in file_mounts",
         id="search-spaces-not-mounted",
     ),
     pytest.param(
-        _worker_without_token_auth,
-        ClusterConfigError,
-        r"worker_start_ray_commands: `ray start` must run with RAY_AUTH_MODE=token",
+        _set("file_mounts", "~/raylung/raylung", value="./raylung/models"),
+        "file_mounts",
+        r"pyproject.toml and raylung/ must be mounted side by side",
+        id="package-mounted-elsewhere",
+    ),
+    pytest.param(
+        _set("file_mounts", "~/raylung/notes", value="./notes"),
+        "file_mounts.~/raylung/notes",
+        r"\./notes does not exist \(relative to /",
+        id="mount-source-missing",
+    ),
+    pytest.param(
+        _sub("setup_commands", r"install -q ~/raylung ", "install -q "),
+        "setup_commands",
+        r"never pip-installs ~/raylung, where the package is mounted",
+        id="package-not-installed",
+    ),
+    pytest.param(
+        _sub("worker_start_ray_commands", "RAY_AUTH_MODE=token ", ""),
+        "worker_start_ray_commands",
+        r"`ray start` must run with RAY_AUTH_MODE=token on every node",
         id="worker-without-token-auth",
+    ),
+    pytest.param(
+        _drop("file_mounts", "~/.ray/auth_token"),
+        "file_mounts",
+        r"must carry ~/.ray/auth_token",
+        id="token-not-mounted",
     ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "error", "message"), BROKEN_EDITS)
-def test_broken_edit_fails_with_a_clear_error(raw, pins, mutate, error, message):
+@pytest.mark.parametrize(("mutate", "key", "message"), BROKEN_EDITS)
+def test_broken_edit_fails_with_one_line_naming_it(raw, mutate, key, message):
     mutate(raw)
-    with pytest.raises(error, match=message):
-        check(raw, pins)
+    report = check_config(raw, ROOT)
+    assert not report.ok
+    assert len(report.errors) == 1, report.errors
+    assert report.errors[0].key == key
+    assert re.search(message, report.errors[0].message), report.errors[0]
+    assert report.summary() == "cluster.yaml: 1 problem(s)"
+
+
+def test_a_missing_local_auth_token_warns(raw, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token here
+    report = check_config(raw, ROOT)
+    assert report.ok and list(map(str, report.warnings)) == [
+        "file_mounts.~/.ray/auth_token: ~/.ray/auth_token does not exist on this machine "
+        "(make it: ray get-auth-token --generate)"
+    ]
+
+
+def test_smaller_cluster_warns_that_trials_queue(raw):
+    raw["max_workers"] = 1  # one node: at most 4 GPUs for ours.yaml's 8 concurrent single-GPU trials
+    report = check_config(raw, ROOT)
+    assert report.ok
+    assert "max_workers: search_spaces/ours.yaml runs 8 GPUs at once, the cluster has 4" in map(
+        str, report.warnings
+    )
+
+
+def test_secrets_are_never_echoed(raw, tmp_path):
+    raw["auth"]["ssh_private_key"] = {"token": SECRET}  # a schema error on a secret-bearing value
+    report = check_config(raw, ROOT)
+    assert keys(report.errors) == ["auth.ssh_private_key"] and SECRET not in str(report.errors)
+
+    raw = yaml.safe_load(CLUSTER_YAML.read_text())
+    raw["setup_commands"].insert(0, f"export WANDB_API_KEY={SECRET}")  # shifts every index by one
+    _sub("setup_commands", r'"torch==[^"]+"', '"torch==0.0.1"')(raw)
+    raw["provider"]["api_token"] = SECRET  # provider settings are free-form for Ray's schema
+    result = raylung_cli("cluster", "check", str(repo_copy(tmp_path, raw)))
+    shifted = f"setup_commands[{TORCH_LINE + 1}]"
+    assert result.returncode == 1 and f"  error: {shifted}: installs torch==0.0.1" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
 
 
 def test_requirements_in_reads_quoted_pins_and_skips_paths_flags_and_unpinned():
     command = '~/venv/bin/pip install -q ~/raylung "ray[train]==2.60.*" torch --index-url https://x/cu130'
     assert {name: str(req) for name, req in requirements_in(command).items()} == {"ray": "ray[train]==2.60.*"}
+    # A command the shell parser cannot split (an unbalanced quote) is read word by word.
+    assert set(requirements_in("pip install ray==2.60.* && echo \"it's")) == {"ray"}
+
+
+# --- unreadable files ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, r"cluster config /.*/cluster\.yaml not found"),
+        (
+            f"auth: {{ssh_user: ubuntu, token: {SECRET}\nmax_workers: [",
+            r"/.*/cluster\.yaml:2:12: not valid YAML: .*",
+        ),
+        ("- just\n- a list\n", r"/.*/cluster\.yaml: expected a mapping of cluster settings, got list"),
+    ],
+    ids=["missing", "invalid-yaml", "not-a-mapping"],
+)
+def test_unreadable_file_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "cluster.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        check_cluster_config(path)
+    assert SECRET not in str(caught.value)
+    result = raylung_cli("cluster", "check", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert re.fullmatch(rf"error: {message}\n", result.stderr), result.stderr
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def test_cli_accepts_the_repositorys_cluster_yaml_by_default(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["cluster", "check"])
+    assert result.exit_code == 0, result.output
+    first, *rest = result.output.splitlines()
+    assert first.startswith("cluster.yaml: OK (3 node types: head ray.head.cpu with 8 trial-driver slots")
+    assert all("auth_token" in line for line in rest), rest  # warnings only, and only if it is missing
+
+
+def test_cli_fails_on_a_broken_copy_naming_the_problem(raw, tmp_path):
+    raw["available_node_types"]["ray.worker.gpu1"]["min_workers"] = 2
+    path = repo_copy(tmp_path, raw)
+    result = raylung_cli("cluster", "check", str(path), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{path}: 1 problem(s)"
+    errors = [line for line in lines if line.startswith("  error: ")]
+    assert errors == [
+        "  error: available_node_types.ray.worker.gpu1.min_workers: worker type 'ray.worker.gpu1' has "
+        "min_workers 2; GPU workers must scale from 0, or idle ones bill around the clock"
+    ]
+    assert result.stderr == ""  # Ray's own chatter (the Docker file-mount note) is kept out
+
+
+def test_cli_reads_mounts_relative_to_the_file_not_the_working_directory(raw, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # which has raylung/, pyproject.toml and search_spaces/
+    path = tmp_path / "elsewhere" / "cluster.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(raw))  # no pyproject.toml, raylung/ or search_spaces/ beside it
+    result = runner.invoke(app, ["cluster", "check", os.fspath(path)])
+    assert result.exit_code == 1
+    assert "  error: file_mounts.~/raylung/raylung: ./raylung does not exist" in result.output

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "raylung.cli.explain_cmd",
     "raylung.cli.benchmark_cmd",
     "raylung.cli.report_cmd",
+    "raylung.cli.cluster_cmd",
 )
 
 app = typer.Typer(
