@@ -170,11 +170,11 @@ def figures(graph: Graph) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", type=Path, default=PACKAGE)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     result = figures(build(args.root.resolve()))
     for key, value in result.items():
         shown = value if not isinstance(value, list) else f"{len(value)}  {value[:6]}"

@@ -19,7 +19,7 @@ from raylung.data import Sample
 from raylung.data.splits import subsample_groups
 from raylung.errors import ConfigError
 from raylung.models import create_model, list_models
-from raylung.models.resnet_ours import SWITCH_NAMES
+from raylung.models.switches import SWITCH_NAMES
 from raylung.plan.effective import architecture_fingerprint
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"

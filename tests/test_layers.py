@@ -17,7 +17,7 @@ from raylung.models.layers import (
     make_divisible,
     same_padding,
 )
-from raylung.models.resnet_ours import Stem
+from raylung.models.stems import Stem
 
 
 @pytest.fixture(autouse=True)

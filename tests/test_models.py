@@ -22,8 +22,8 @@ from raylung.models import (
     gradcam_target_layer,
     list_models,
 )
+from raylung.models.blocks import DownsampleAvg, PreActBottleneck
 from raylung.models.kernels import eager_kernels
-from raylung.models.resnet_ours import DownsampleAvg, PreActBottleneck
 
 OURS = ["resnet_ours26", "resnet_ours50", "resnet_ours_tiny"]
 BASELINES = ["resnet50", "resnet50c", "resnet50d", "resnext50_32x4d"]

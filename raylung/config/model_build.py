@@ -12,7 +12,7 @@ from torch import nn
 
 from raylung.config.schema import ModelConfig
 from raylung.models import create_model, get_model_entry
-from raylung.models.resnet_ours import SWITCH_NAMES as SWITCH_FIELDS
+from raylung.models.switches import SWITCH_NAMES as SWITCH_FIELDS
 
 __all__ = ["CONFIG_TO_KWARG", "build_model"]
 

@@ -24,31 +24,23 @@ and which reading this code takes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from timm.layers import DropPath
 from torch import nn
 
+from raylung.models.blocks import DownsampleAvg, DownsampleConv, PreActBottleneck
 from raylung.models.checks import check_common_args
-from raylung.models.kernels import channel_spatial_attention
 from raylung.models.layers import (
-    ACTIVATIONS,
-    CHANNEL_ATTENTIONS,
     EcaKernel,
-    EcaModule,
-    PadSame2d,
     SpatialAttention,
-    conv1x1,
-    conv3x3,
-    dwconv3x3,
     eca_kernel_size,
     make_activation,
-    make_channel_attention,
     make_divisible,
 )
 from raylung.models.registry import register_model
+from raylung.models.stems import STEM_TYPES, DeepStem, ResNetStem, Stem
+from raylung.models.switches import SWITCH_NAMES, Switches
 
 __all__ = [
     "RESNET_OURS_ARGS",
@@ -66,242 +58,7 @@ __all__ = [
     "resnet_ours_tiny",
 ]
 
-STEMS = ("paper", "resnet", "deep")
-SHORTCUTS = ("avgpool", "conv")
-
-
-@dataclass(frozen=True)
-class Switches:
-    """Which of the paper's parts a ResNet-ours has; the defaults are the paper's model.
-
-    Args:
-        activation: ``frelu`` (paper) or ``relu``, everywhere ResNet has a ReLU.
-        channel_attention: ``eca`` (paper), ``se`` (squeeze-excite) or ``none``.
-        spatial_attention: The 1x1-conv spatial attention after the channel attention.
-        depthwise: The depthwise 3x3 convolutions before the two 1x1 convolutions.
-        stem: ``paper`` (two 4x4 convs), ``resnet`` (one 7x7) or ``deep`` (three 3x3).
-        shortcut: ``avgpool`` (ResNet-D: 2x2 average pool, then 1x1) or ``conv`` (stride-2 1x1).
-    """
-
-    activation: str = "frelu"
-    channel_attention: str = "eca"
-    spatial_attention: bool = True
-    depthwise: bool = True
-    stem: str = "paper"
-    shortcut: str = "avgpool"
-
-    def check(self) -> None:
-        for name, value, allowed in (
-            ("activation", self.activation, ACTIVATIONS),
-            ("channel_attention", self.channel_attention, CHANNEL_ATTENTIONS),
-            ("stem", self.stem, STEMS),
-            ("shortcut", self.shortcut, SHORTCUTS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("spatial_attention", "depthwise"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-
-
 BASE_WIDTHS = (64, 128, 256, 512)  # bottleneck mid widths of ResNet-50; outputs are 4x
-
-
-class DownsampleAvg(nn.Module):
-    """Projection shortcut (path B) of ResNet-D: 2x2 average pool (if strided), then 1x1 conv.
-
-    ``ceil_mode=True, count_include_pad=False`` keeps the pooled map the size of path A's
-    stride-2 3x3 convolution on odd inputs (15x20 -> 8x10), with no zero padding averaged in.
-
-    Args:
-        in_chs: Input channels.
-        out_chs: Output channels.
-        stride: 1 (channel projection only) or 2.
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
-        super().__init__()
-        if stride == 1:
-            self.pool: nn.Module = nn.Identity()
-        else:
-            self.pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-        self.conv = conv1x1(in_chs, out_chs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.pool(x))
-
-
-class DownsampleConv(nn.Module):
-    """Projection shortcut of the original ResNet: a 1x1 convolution with the block's stride.
-
-    It reads only one pixel in four when strided, which is what ResNet-D's average pool fixes;
-    kept as the ``shortcut: conv`` ablation.
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = conv1x1(in_chs, out_chs, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class PreActBottleneck(nn.Module):
-    """Pre-activation bottleneck with depthwise convolutions and channel + spatial attention.
-
-    ``x -> BN -> FReLU -> [dw3x3 -> 1x1 -> BN -> FReLU -> 3x3(stride) -> BN -> FReLU -> dw3x3
-    -> 1x1 -> ECA -> spatial attention] + shortcut``. The shortcut is ``x`` itself, or, when
-    the block changes shape, :class:`DownsampleAvg` applied to the pre-activated input.
-
-    A switched-off part is an ``nn.Identity`` (an absent shortcut projection is ``None``), so
-    the default block's modules and state-dict keys are exactly the paper model's.
-
-    Args:
-        in_chs: Input channels.
-        out_chs: Output channels; the bottleneck (mid) width is ``out_chs // 4``.
-        stride: Stride of the 3x3 convolution (ResNet-D: never on a 1x1).
-        eca_k: ECA kernel size, an odd int or ``"adaptive"``.
-        drop_path: Stochastic-depth rate of the residual branch.
-        switches: Which parts the block has (:class:`Switches`; default: all of the paper's).
-    """
-
-    expansion = 4
-
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        stride: int = 1,
-        eca_k: EcaKernel = "adaptive",
-        drop_path: float = 0.0,
-        switches: Switches = Switches(),
-    ) -> None:
-        super().__init__()
-        mid_chs = out_chs // self.expansion
-        act = switches.activation
-        self.norm1 = nn.BatchNorm2d(in_chs)
-        self.act1 = make_activation(act, in_chs)
-        if stride != 1 or in_chs != out_chs:
-            shortcut = DownsampleAvg if switches.shortcut == "avgpool" else DownsampleConv
-            self.downsample: nn.Module | None = shortcut(in_chs, out_chs, stride)
-        else:
-            self.downsample = None
-        self.conv1_dw = dwconv3x3(in_chs) if switches.depthwise else nn.Identity()
-        self.conv1 = conv1x1(in_chs, mid_chs)
-        self.norm2 = nn.BatchNorm2d(mid_chs)
-        self.act2 = make_activation(act, mid_chs)
-        self.conv2 = conv3x3(mid_chs, mid_chs, stride)
-        self.norm3 = nn.BatchNorm2d(mid_chs)
-        self.act3 = make_activation(act, mid_chs)
-        self.conv3_dw = dwconv3x3(mid_chs) if switches.depthwise else nn.Identity()
-        self.conv3 = conv1x1(mid_chs, out_chs)
-        self.attn_channel = make_channel_attention(switches.channel_attention, out_chs, eca_k)
-        self.attn_spatial = SpatialAttention(out_chs) if switches.spatial_attention else nn.Identity()
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        # The fused eager kernel covers the paper's pair only; other pairs call the modules.
-        self._fused_attention = isinstance(self.attn_channel, EcaModule) and isinstance(
-            self.attn_spatial, SpatialAttention
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_preact = self.act1(self.norm1(x))
-        shortcut = x
-        if self.downsample is not None:
-            shortcut = self.downsample(x_preact)
-        x = self.conv1(self.conv1_dw(x_preact))
-        x = self.conv2(self.act2(self.norm2(x)))
-        x = self.conv3(self.conv3_dw(self.act3(self.norm3(x))))
-        if torch.jit.is_scripting() or not self._fused_attention:
-            x = self.attn_spatial(self.attn_channel(x))
-        else:
-            x = channel_spatial_attention(x, self.attn_channel, self.attn_spatial)
-        x = self.drop_path(x)
-        if x.dtype == shortcut.dtype:
-            return x.add_(shortcut)  # `x` is a new tensor: add in place, one allocation fewer
-        return x + shortcut
-
-
-class Stem(nn.Module):
-    """Input stem: two 4x4 convolutions (stride 2, then 1), each BN -> FReLU, then 3x3 max-pool.
-
-    Both convolutions are padded TensorFlow-'SAME'-style, so the stem maps H x W to
-    ceil(H / 2) x ceil(W / 2) and the max-pool (stride 2, padding 1, as in ResNet) halves that
-    again: 3x240x320 -> 64x60x80 with the default channels.
-
-    Args:
-        in_chans: Input image channels (3 for RGB, 1 for grey).
-        channels: Output channels of the first and second convolution.
-        activation: ``frelu`` (paper) or ``relu``.
-    """
-
-    def __init__(
-        self, in_chans: int = 3, channels: Sequence[int] = (32, 64), activation: str = "frelu"
-    ) -> None:
-        super().__init__()
-        self.pad1 = PadSame2d(4, stride=2)
-        self.conv1 = nn.Conv2d(in_chans, channels[0], kernel_size=4, stride=2, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels[0])
-        self.act1 = make_activation(activation, channels[0])
-        self.pad2 = PadSame2d(4, stride=1)
-        self.conv2 = nn.Conv2d(channels[0], channels[1], kernel_size=4, stride=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels[1])
-        self.act2 = make_activation(activation, channels[1])
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.out_channels = channels[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.bn1(self.conv1(self.pad1(x))))
-        x = self.act2(self.bn2(self.conv2(self.pad2(x))))
-        return self.pool(x)
-
-
-class ResNetStem(nn.Module):
-    """The original ResNet stem: conv 7x7/2 -> BN -> activation -> max-pool 3x3/2.
-
-    Output channels ``channels[1]`` (64 by default), same resolution as :class:`Stem`.
-    """
-
-    def __init__(
-        self, in_chans: int = 3, channels: Sequence[int] = (32, 64), activation: str = "frelu"
-    ) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_chans, channels[1], kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels[1])
-        self.act1 = make_activation(activation, channels[1])
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.out_channels = channels[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.act1(self.bn1(self.conv1(x))))
-
-
-class DeepStem(nn.Module):
-    """The deep stem of ResNet-C/D (He et al. 2019): three 3x3 convs (stride 2, 1, 1) with
-    ``channels[0], channels[0], channels[1]`` filters, each BN -> activation, then max-pool."""
-
-    def __init__(
-        self, in_chans: int = 3, channels: Sequence[int] = (32, 64), activation: str = "frelu"
-    ) -> None:
-        super().__init__()
-        widths = (channels[0], channels[0], channels[1])
-        layers: list[nn.Module] = []
-        previous = in_chans
-        for i, width in enumerate(widths):
-            layers += [
-                nn.Conv2d(previous, width, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                make_activation(activation, width),
-            ]
-            previous = width
-        self.convs = nn.Sequential(*layers)
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.out_channels = channels[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.convs(x))
-
-
-STEM_TYPES: dict[str, type[nn.Module]] = {"paper": Stem, "resnet": ResNetStem, "deep": DeepStem}
 
 
 class ResNetOurs(nn.Module):
@@ -448,8 +205,6 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
             handle.remove()
     return maps
 
-
-SWITCH_NAMES: tuple[str, ...] = tuple(asdict(Switches()))
 
 # Every keyword a ResNet-ours factory accepts (the registry rejects any other by name).
 RESNET_OURS_ARGS: tuple[str, ...] = (
