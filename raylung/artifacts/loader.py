@@ -45,7 +45,18 @@ class LoadedModel:
 
     @property
     def threshold(self) -> float:
+        """The operating point: P(cancer) at or above it is called cancer."""
         return float(self.manifest.get("threshold", DEFAULT_THRESHOLD))
+
+    @property
+    def temperature(self) -> float:
+        """Temperature scaling fitted on the validation split at export (1.0: uncalibrated)."""
+        return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+
+    def probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """P(cancer) from raw logits: ``sigmoid(logit / temperature)``, or the raw sigmoid."""
+        scale = self.temperature if calibrated else 1.0
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / scale))
 
     def require_binary(self) -> None:
         """Evaluation and prediction read one logit per image (cancer vs non-cancer)."""
