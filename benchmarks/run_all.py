@@ -8,7 +8,7 @@ ratios of each benchmark and describe the machine. The suite takes about 10-15 m
 2 cores; ``benchmarks/gpu.py`` needs a GPU and is not part of it.
 
     python benchmarks/run_all.py
-    python benchmarks/run_all.py --only train_overhead tune_overhead
+    python benchmarks/run_all.py --only train_overhead train_scaling tune_overhead
     python benchmarks/run_all.py --summary-only      # rebuild the summary from suite/*.json
 """
 
@@ -47,6 +47,7 @@ QUICK_FLAGS: dict[str, list[str]] = {
     ],
     "data_loading": ["--images", "64", "--repeats", "1", "--step-repeats", "2"],
     "train_overhead": ["--quick"],
+    "train_scaling": ["--quick"],
     "tune_overhead": ["--quick"],
 }
 TIMEOUT_S = 600
@@ -127,26 +128,27 @@ def summarize_data_loading(data: dict[str, Any]) -> Summary:
 
 
 def summarize_train_overhead(data: dict[str, Any]) -> Summary:
+    o = data["overhead"]
+    rows: list[list[Any]] = [
+        ["(a) plain PyTorch wall s", o["plain"]["wall_s"]],
+        ["(a) TorchTrainer 1 worker wall s", o["ray"]["wall_s"]],
+        ["(a) Ray Train start-up s", o["ray"]["startup_s"]],
+        ["(a) ray.train.report total s", o["ray"]["report_s"]],
+        ["(a) teardown s", o["ray"]["teardown_s"]],
+        ["(a) ray.init s", data.get("ray_init_s")],
+    ]
+    ratios = {
+        "overhead (wall difference / Ray wall)": o["fraction_direct"],
+        "overhead (CPU-seconds difference / Ray CPU-seconds)": o.get("fraction_cpu"),
+        "overhead (Ray-only phases / Ray wall)": o["fraction_ray_only"],
+        "largest Ray-only part": o["dominant"],
+    }
+    return ["measure", "value"], rows, ratios
+
+
+def summarize_train_scaling(data: dict[str, Any]) -> Summary:
     rows: list[list[Any]] = []
     ratios: dict[str, Any] = {}
-    if "overhead" in data:
-        o = data["overhead"]
-        rows += [
-            ["(a) plain PyTorch wall s", o["plain"]["wall_s"]],
-            ["(a) TorchTrainer 1 worker wall s", o["ray"]["wall_s"]],
-            ["(a) Ray Train start-up s", o["ray"]["startup_s"]],
-            ["(a) ray.train.report total s", o["ray"]["report_s"]],
-            ["(a) teardown s", o["ray"]["teardown_s"]],
-            ["(a) ray.init s", data.get("ray_init_s")],
-        ]
-        ratios.update(
-            {
-                "overhead (wall difference / Ray wall)": o["fraction_direct"],
-                "overhead (CPU-seconds difference / Ray CPU-seconds)": o.get("fraction_cpu"),
-                "overhead (Ray-only phases / Ray wall)": o["fraction_ray_only"],
-                "largest Ray-only part": o["dominant"],
-            }
-        )
     if "scaling" in data:
         s = data["scaling"]
         rows += [[f"(b) {label}: train images/s", r["images_per_s"]] for label, r in s["runs"].items()]
@@ -209,6 +211,7 @@ SUMMARIZERS: dict[str, Callable[[dict[str, Any]], Summary]] = {
     "model_step": summarize_model_step,
     "data_loading": summarize_data_loading,
     "train_overhead": summarize_train_overhead,
+    "train_scaling": summarize_train_scaling,
     "tune_overhead": summarize_tune_overhead,
 }
 

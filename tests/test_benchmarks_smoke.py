@@ -1,37 +1,182 @@
-"""Fast checks of the benchmark scripts' argument parsing and pure helpers (no Ray started).
+"""Fast checks of the benchmark scripts: argument parsing, arithmetic, timeline bookkeeping,
+and the hooks they time raylung with (no Ray started).
 
-The benchmarks themselves take minutes; here their arithmetic, their timeline bookkeeping,
-the suite's summary writer and ``gpu.py --dry-run`` (CPU, tiny images) are checked on their own.
+The benchmarks themselves take minutes; here their arithmetic, the suite's summary writer and
+``gpu.py --dry-run`` (CPU, tiny images) are checked on their own, and the plain run of
+``train_overhead.py`` -- raylung's own ``build_run`` and ``run_epochs`` on a tiny config --
+runs for real, so the phase hooks are seen recording every phase of the loop.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import pickle
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from raylung.train.hooks import PHASES
+
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import gpu  # noqa: E402
+import gpu_cases  # noqa: E402
 import run_all  # noqa: E402
+import step_split  # noqa: E402
+import timeline  # noqa: E402
 import train_overhead  # noqa: E402
+import train_runs  # noqa: E402
+import train_scaling  # noqa: E402
 import tune_overhead  # noqa: E402
+import tune_summary  # noqa: E402
 
-# --- train_overhead -------------------------------------------------------------------------
+# --- benchmarks call raylung, never patch it --------------------------------------------------
 
 
-def test_train_overhead_flags_pick_and_override_the_plan():
-    assert train_overhead.parse_args([]).plan == train_overhead.Plan()
+@pytest.mark.parametrize("path", sorted(BENCH_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_never_replace_attributes_of_other_modules(path):
+    """No setattr, and no assignment to an attribute of an imported module (``loop.x = ...``)."""
+    tree = ast.parse(path.read_text())
+    imported = {
+        (alias.asname or alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id != "setattr", f"{path.name}:{node.lineno} calls setattr"
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        for target in targets:
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
+                assert target.value.id not in imported, f"{path.name}:{node.lineno} patches {target.value.id}"
+
+
+# --- the training loop, timed through its hooks -------------------------------------------------
+
+
+REPORTED_KEYS = {  # what every epoch's ray.train.report carries (the tracker and Tune read them)
+    *(f"val_{k}" for k in ("accuracy", "precision", "recall", "f1", "auroc", "loss")),
+    "epoch",
+    "train_loss",
+    "images_per_s",
+    "epoch_time_s",
+    "lr",
+    "best_epoch",
+    "stopped_early",
+    "world_size",
+    "nodes",
+    "best_val_loss",
+}
+
+
+def _train_images(cfg) -> int:
+    from raylung.data import SplitSet
+    from raylung.data.splits import training_samples
+
+    return len(training_samples(cfg.data, SplitSet.load(cfg.data.splits_file)))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(demo_root, tmp_path_factory, one_torch_thread):
+    """A tiny config with its split fixed, as ``fit`` needs it (2 epochs, 8 steps each)."""
+    from run_factory import tiny_config
+
+    from raylung.train.launcher import prepare_splits
+
+    work = tmp_path_factory.mktemp("plain")
+    return prepare_splits(tiny_config(demo_root, work, epochs=2), str(work / "split"))
+
+
+def test_plain_run_records_every_phase_of_raylungs_loop(tiny_run, tmp_path):
+    path = tmp_path / "timeline.jsonl"
+    history = train_overhead.plain_run(tiny_run, path)
+    events = timeline.read_events(path)
+
+    assert [row["epoch"] for row in history] == [1, 2] and set(history[0]) == REPORTED_KEYS
+    steps = -(-_train_images(tiny_run) // 16)  # batch 16, the last one short
+    count = {phase: len(timeline.spans(events, "plain", phase)) for phase in PHASES}
+    assert count == {
+        "setup": 1,
+        "train_epoch": 2,
+        "data": 2 * steps,
+        "train_step": 2 * steps,
+        "validate": 2,
+        "checkpoint_save": 2,
+        "report": 2,
+    }
+    epochs = timeline.spans(events, "plain", "train_epoch")
+    steps_in_first = [s for s in timeline.spans(events, "plain", "train_step") if s[1] <= epochs[0][1]]
+    assert len(steps_in_first) == steps and all(epochs[0][0] <= b for b, _ in steps_in_first)
+    (setup,) = timeline.spans(events, "plain", "setup")
+    summary = train_runs.summarize_run(events, "plain", setup[0] - 1.0, events[-1]["t"])
+    assert summary["epochs"] == 2 and summary["startup_s"] == pytest.approx(1.0)
+    assert summary["setup_s"] == pytest.approx(epochs[0][0] - setup[0])
+    assert 0 < summary["data_s"] + summary["step_s"] <= summary["train_s"]
+    assert summary["train_s"] == pytest.approx(sum(row["epoch_time_s"] for row in history), rel=0.05)
+    assert "startup_phases_s" not in summary  # no Ray controller in a plain run
+
+
+def test_run_epochs_reports_each_epoch_with_its_checkpoint_and_resumes(tiny_run):
+    import torch
+
+    from raylung.artifacts.checkpoint import TrainState, load_state
+    from raylung.train.epochs import run_epochs
+    from raylung.train.parts import build_run
+
+    reports = []
+
+    def report(metrics, checkpoint):  # the folder exists only during the call
+        saved = (checkpoint / "model.safetensors").is_file()
+        reports.append((dict(metrics), load_state(checkpoint).epoch, saved))
+
+    parts = build_run(tiny_run, torch.device("cpu"))
+    assert len(parts.train_loader) == -(-_train_images(tiny_run) // 16)
+    assert parts.train_loader.sampler.num_replicas == 1
+    state = run_epochs(parts, TrainState(epoch=1), report)  # as if resumed after epoch 1
+    assert [(m["epoch"], epoch, saved) for m, epoch, saved in reports] == [(2, 2, True)]
+    assert set(reports[0][0]) == REPORTED_KEYS and state.epoch == 2 and len(state.history) == 1
+
+    second = build_run(tiny_run, torch.device("cpu"), rank=1, world=2)  # rank 1 of 2 writes no checkpoint
+    assert second.train_loader.sampler.rank == 1 and second.train_loader.batch_size == 8
+    seen = []
+    run_epochs(second, TrainState(epoch=1), lambda metrics, checkpoint: seen.append(checkpoint))
+    assert seen == [None]
+
+
+def test_timeline_hooks_pickle_and_default_hooks_do_nothing(tmp_path):
+    from raylung.train.hooks import NO_HOOKS, PhaseHooks
+
+    hooks = pickle.loads(pickle.dumps(timeline.TimelineHooks(tmp_path / "t.jsonl", run="r", rank=1)))
+    assert isinstance(hooks, PhaseHooks) and isinstance(NO_HOOKS, PhaseHooks)
+    with hooks.span("validate"), NO_HOOKS.span("validate"):
+        pass
+    events = timeline.read_events(tmp_path / "t.jsonl")
+    assert [(e["event"], e["phase"], e["run"], e["rank"]) for e in events] == [
+        ("validate", "begin", "r", 1),
+        ("validate", "end", "r", 1),
+    ]
+
+
+# --- train_overhead / train_scaling -----------------------------------------------------------
+
+
+def test_training_benchmark_flags_pick_and_override_the_plan():
+    assert train_overhead.parse_args([]).plan == train_runs.Plan()
     quick = train_overhead.parse_args(["--quick", "--epochs", "3", "--image-size", "96", "64"]).plan
     assert quick.overhead_epochs == 3 and quick.image_size == (96, 64)
-    assert quick.scaling_epochs == train_overhead.QUICK.scaling_epochs
+    assert quick.scaling_epochs == train_runs.QUICK.scaling_epochs
     assert quick.train_images == 4 * quick.per_subclass
-    with pytest.raises(SystemExit):
-        train_overhead.parse_args(["--batch-size", "15"])
+    scaling = train_scaling.parse_args(["--quick", "--epochs", "2", "--split-steps", "4", "--skip", "split"])
+    assert (scaling.plan.scaling_epochs, scaling.plan.split_steps, scaling.skip) == (2, 4, ["split"])
+    assert scaling.plan.overhead_epochs == train_runs.QUICK.overhead_epochs
+    for module in (train_overhead, train_scaling):
+        with pytest.raises(SystemExit):
+            module.parse_args(["--batch-size", "15"])
 
 
 def _ray_events(run: str, t0: float) -> list[dict]:
@@ -50,8 +195,10 @@ def _ray_events(run: str, t0: float) -> list[dict]:
         at("workers_created", 3.0),
         at("train_context_ready", 4.0, 0),
         at("worker_group_ready", 5.0),
-        *span("train_fn_start", 5.5, 5.5),
+        *span("setup", 5.5, 6.0),
         *span("train_epoch", 6.0, 16.0),
+        *span("data", 6.0, 7.0),
+        *span("train_step", 7.0, 16.0),
         *span("validate", 16.0, 17.0),
         *span("checkpoint_save", 17.0, 17.5),
         *span("report", 17.5, 18.0),
@@ -67,6 +214,8 @@ def test_summarize_run_splits_a_ray_run_and_overhead_compares_it_with_plain():
     events += [
         {"event": e, "phase": p, "t": 200.0 + t, "run": "plain", "rank": 0}
         for e, p, t in (
+            ("setup", "begin", 0.0),
+            ("setup", "end", 0.5),
             ("train_epoch", "begin", 0.5),
             ("train_epoch", "end", 10.5),
             ("validate", "begin", 10.5),
@@ -75,15 +224,16 @@ def test_summarize_run_splits_a_ray_run_and_overhead_compares_it_with_plain():
             ("checkpoint_save", "end", 12.0),
         )
     ]
-    ray_run = train_overhead.summarize_run(events, "r", 100.0, 119.5)
+    ray_run = train_runs.summarize_run(events, "r", 100.0, 119.5)
     assert ray_run["startup_s"] == pytest.approx(5.5) and ray_run["setup_s"] == pytest.approx(0.5)
     assert ray_run["train_s"] == pytest.approx(10.0) and ray_run["report_s"] == pytest.approx(0.5)
+    assert ray_run["data_s"] == pytest.approx(1.0) and ray_run["step_s"] == pytest.approx(9.0)
     assert ray_run["report_wait_s"] == pytest.approx(0.2) and ray_run["teardown_s"] == pytest.approx(1.5)
     assert ray_run["other_s"] == pytest.approx(0.0, abs=1e-9)
     assert sum(ray_run["startup_phases_s"].values()) == pytest.approx(ray_run["startup_s"])
     assert ray_run["teardown_phases_s"]["until the controller sees the end"] == pytest.approx(0.5)
 
-    plain = train_overhead.summarize_run(events, "plain", 200.0, 212.0)
+    plain = train_runs.summarize_run(events, "plain", 200.0, 212.0)
     assert plain["startup_s"] == 0 and plain["report_s"] == 0 and plain["teardown_s"] == 0
     assert "startup_phases_s" not in plain
     result = train_overhead.overhead(plain, ray_run, ray_init_s=4.0)
@@ -99,10 +249,29 @@ def test_steady_images_per_s_leaves_out_the_first_epoch():
         {"images_per_s": 50.0, "epoch_time_s": 2.0},
         {"images_per_s": 25.0, "epoch_time_s": 4.0},
     ]
-    assert train_overhead.steady_images_per_s(history) == pytest.approx(200 / 6)
-    assert train_overhead.scaling({"images_per_s": 10.0}, {"images_per_s": 18.0}) == pytest.approx(
+    assert train_runs.steady_images_per_s(history) == pytest.approx(200 / 6)
+    assert train_scaling.scaling({"images_per_s": 10.0}, {"images_per_s": 18.0}) == pytest.approx(
         {"speedup": 1.8, "efficiency": 0.9, "met": True}
     )
+
+
+def test_scaling_run_counts_cores_and_work_per_rank_from_the_hooks_spans():
+    def epoch(rank, a, b, cpu_a, cpu_b):
+        return [
+            {"event": "train_epoch", "phase": "begin", "t": a, "cpu": cpu_a, "run": "s", "rank": rank},
+            {"event": "train_epoch", "phase": "end", "t": b, "cpu": cpu_b, "run": "s", "rank": rank},
+        ]
+
+    events = [*epoch(0, 0, 4, 0, 4), *epoch(0, 4, 6, 4, 5), *epoch(1, 0, 4, 0, 4), *epoch(1, 4, 6, 4, 6)]
+    history = [{"images_per_s": 10.0, "epoch_time_s": 4.0}, {"images_per_s": 40.0, "epoch_time_s": 2.0}]
+    two = train_scaling.summarize_scaling_run(events, "s", 2, 0.0, 6.0, history, 7.0)
+    assert two["rank_train_s"] == {0: 6.0, 1: 6.0} and two["cpu_s"] == 7.0
+    assert two["cores_granted"] == pytest.approx(0.5 + 1.0)  # epoch 2: rank 0 got half a core
+    assert two["images_per_cpu_s"] == pytest.approx(80 / 3)
+    one = {**two, "workers": 1, "images_per_s": 25.0, "images_per_cpu_s": 40.0, "cores_granted": 1.0}
+    combined = train_scaling.combine({"1": one, "2": two})
+    assert combined["speedup"] == pytest.approx(40.0 / 25.0)
+    assert combined["work_efficiency"] == pytest.approx((80 / 3) / 40.0)
 
 
 def test_step_split_factors_multiply_to_the_ddp_speedup():
@@ -130,60 +299,37 @@ def test_step_split_factors_multiply_to_the_ddp_speedup():
     )
     ddp = rank({"ddp sync": 0.15, "ddp no_sync": 0.13}, {"ddp sync": 8, "ddp no_sync": 8})
     ranks = {0: {**solo, "rows": solo["rows"] + ddp["rows"]}, 1: ddp}
-    split = train_overhead.summarize_split(ranks, 16)
+    split = step_split.summarize_split(ranks, 16)
     assert split["speedup_ddp"] == pytest.approx((16 / 0.15) / 80)
     product = 2 * split["batch_effect"] * split["machine_ceiling"] * split["sync_cost"]
     assert product == pytest.approx(split["speedup_ddp"])
     assert split["exposed_allreduce_s"] == pytest.approx(0.01) and split["allreduce_flat_s"] == 0.004
 
 
-def test_timeline_callback_and_loop_instrumentation_record_spans(tmp_path):
+def test_timeline_callback_records_ray_phases(tmp_path):
     path = tmp_path / "timeline.jsonl"
-    timeline = train_overhead.Timeline(str(path))
-    timeline.after_controller_start(SimpleNamespace(run_config=SimpleNamespace(name="run-1")))
-    assert timeline.before_init_train_context([]) == {}
-    with timeline.on_report(), timeline.on_checkpoint_transfer():
+    callback = timeline.Timeline(str(path))
+    callback.after_controller_start(SimpleNamespace(run_config=SimpleNamespace(name="run-1")))
+    assert callback.before_init_train_context([]) == {}
+    with callback.on_checkpoint_sync(), callback.on_checkpoint_transfer():
         pass
-    calls = []
-    loop = SimpleNamespace(
-        **{name: (lambda name=name: calls.append(name) or name) for name in train_overhead.LOOP_PHASES}
-    )
-    train_overhead.instrument_loop(lambda e, p: train_overhead.record(path, e, p, run="run-1", rank=0), loop)
-    train_overhead.instrument_loop(lambda e, p: None, loop)  # a second run only swaps the recorder
-    assert loop.train_one_epoch() == "train_one_epoch" and calls == ["train_one_epoch"]
-    train_overhead.instrument_loop(lambda e, p: train_overhead.record(path, e, p, run="run-1", rank=0), loop)
-    loop.quiet_ray_train_reports()
-    events = train_overhead.read_events(path)
-    assert [e["event"] for e in events if e["phase"] == "at"] == ["controller_start", "workers_created"]
-    assert len(train_overhead.spans(events, "run-1", "report", rank=None)) == 1
-    assert len(train_overhead.spans(events, "run-1", "checkpoint_upload", rank=None)) == 1
-    assert len(train_overhead.spans(events, "run-1", "train_fn_start", rank=0)) == 1
-    assert train_overhead.spans(events, "run-1", "train_epoch", rank=0) == []  # recorded by the no-op
-
-
-def test_the_training_loop_calls_the_instrumented_names_as_module_globals():
-    """instrument_loop times the loop by replacing these module attributes, which only works
-    while train_loop_per_worker calls them by their bare names (parsed, not imported: fast)."""
-    import ast
-
-    source = (BENCH_DIR.parent / "raylung" / "train" / "loop.py").read_text()
-    tree = ast.parse(source)
-    loop_fn = next(
-        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train_loop_per_worker"
-    )
-    called = {
-        n.func.id for n in ast.walk(loop_fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-    }
-    assert set(train_overhead.LOOP_PHASES) <= called
-    first = next(n for n in loop_fn.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call))
-    assert first.value.func.id == "quiet_ray_train_reports"  # its start marks the function's start
+    callback.after_controller_finish(None)
+    events = timeline.read_events(path)
+    assert [e["event"] for e in events if e["phase"] == "at"] == [
+        "controller_start",
+        "workers_created",
+        "controller_finish",
+    ]
+    assert len(timeline.spans(events, "run-1", "checkpoint_sync", rank=None)) == 1
+    assert len(timeline.spans(events, "run-1", "checkpoint_upload", rank=None)) == 1
+    assert timeline.moment(events, "run-1", "controller_finish") == events[-1]["t"]
 
 
 def test_cpu_meter_counts_a_child_process_that_exits_inside_the_block():
     import subprocess
 
     busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
-    with train_overhead.CpuMeter(interval_s=0.05) as meter:
+    with timeline.CpuMeter(interval_s=0.05) as meter:
         subprocess.run([sys.executable, "-S", "-c", busy], check=True)
     assert meter.seconds is not None and 0.4 <= meter.seconds < 5
 
@@ -202,6 +348,19 @@ def test_tune_overhead_overrides_make_a_valid_smoke_config_with_every_epoch_run(
     assert cfg.experiment.storage == str(tmp_path / "x")
 
 
+def test_tune_child_env_names_a_ray_train_callback_ray_can_build(tmp_path, monkeypatch):
+    """Each trial's TorchTrainer builds the Timeline from RAY_TRAIN_CALLBACKS, as Ray does."""
+    from ray.train.v2._internal.callbacks.env_callback import _initialize_env_callbacks
+
+    env = tune_overhead.child_env("2", tmp_path / "t.jsonl")
+    assert env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "2" and "RAY_ADDRESS" not in env
+    assert str(BENCH_DIR) in env["PYTHONPATH"].split(":")
+    for key in ("RAY_TRAIN_CALLBACKS", timeline.TIMELINE_ENV):
+        monkeypatch.setenv(key, env[key])
+    (callback,) = _initialize_env_callbacks()
+    assert isinstance(callback, timeline.Timeline) and callback.path == str(tmp_path / "t.jsonl")
+
+
 def test_summarize_tune_counts_overhead_start_up_and_concurrency():
     clocks = {
         "a": {"start": 0.0, "first_result": 12.0, "complete": 20.0},
@@ -210,34 +369,45 @@ def test_summarize_tune_counts_overhead_start_up_and_concurrency():
     }
     histories = {t: [{"epoch_time_s": 2.0}, {"epoch_time_s": 2.0}] for t in clocks}
     events = [
-        {"event": "validate", "phase": p, "t": t, "run": "a", "rank": 0}
-        for p, t in (("begin", 14.0), ("end", 14.5), ("begin", 17.0), ("end", 17.5))
+        {"event": event, "phase": p, "t": t, "run": "a", "rank": 0}
+        for event, p, t in (
+            ("validate", "begin", 14.0),
+            ("validate", "end", 14.5),
+            ("validate", "begin", 17.0),
+            ("validate", "end", 17.5),
+            ("train_epoch", "begin", 10.0),
+            ("train_epoch", "end", 12.0),
+            ("setup", "begin", 8.0),
+            ("setup", "end", 10.0),
+            ("report", "begin", 18.0),
+            ("report", "end", 18.5),
+        )
     ]
-    events += [
-        {"event": "train_epoch", "phase": p, "t": t, "run": "a", "rank": 0}
-        for p, t in (("begin", 10.0), ("end", 12.0))
-    ]
-    result = tune_overhead.summarize_tune(clocks, histories, events, 40.0, {"run": 38.0}, 5.0)
-    assert result["concurrency"] == 2 and result["n_trials"] == 3
+    events.append({"event": "controller_start", "phase": "at", "t": 5.0, "run": "a", "rank": None})
+    result = tune_summary.summarize_tune(clocks, histories, events, 40.0, {"run": 38.0}, 5.0)
+    assert result["concurrency"] == 2 and result["n_trials"] == 3 and result["loop_phases_recorded"]
     a = next(t for t in result["trials"] if t["trial_id"] == "a")
     assert a["overhead_s"] == pytest.approx(20.0 - 4.0 - 1.0) and a["startup_s"] == pytest.approx(10.0)
-    assert a["startup_raw_s"] == pytest.approx(10.0)
+    assert a["startup_raw_s"] == pytest.approx(10.0) and a["teardown_s"] == pytest.approx(1.5)
+    assert a["startup_phases_s"]["data and model set-up in the worker"] == pytest.approx(2.0)
+    assert sum(a["startup_phases_s"].values()) == pytest.approx(a["startup_s"])
+    b = next(t for t in result["trials"] if t["trial_id"] == "b")
+    assert b["validate_s"] is None and b["report_s"] is None  # no loop phases: n/a, not 0
     assert result["experiment_overhead_per_trial_s"] == pytest.approx((2 * 40.0 - 12.0 - 1.0) / 3)
     ours = {**result, "tune_wall_s": 40.0}
     slower = {**result, "tune_wall_s": 50.0, "phases_s": {"run": 47.5}}
-    comparison = tune_overhead.compare(
-        {tune_overhead.RAYLUNG_INTERVAL: ours, tune_overhead.RAY_DEFAULT_INTERVAL: slower}
+    comparison = tune_summary.compare(
+        {tune_summary.RAYLUNG_INTERVAL: ours, tune_summary.RAY_DEFAULT_INTERVAL: slower}
     )
-    assert comparison["tune_wall_ratio"] == pytest.approx(1.25) and comparison[
-        "tuner_run_ratio"
-    ] == pytest.approx(1.25)
-    assert tune_overhead.compare({tune_overhead.RAYLUNG_INTERVAL: ours}) is None
+    assert comparison["tune_wall_ratio"] == pytest.approx(1.25)
+    assert comparison["tuner_run_ratio"] == pytest.approx(1.25)
+    assert tune_summary.compare({tune_summary.RAYLUNG_INTERVAL: ours}) is None
 
 
 def test_overlap_counts_intervals_open_at_once():
-    assert tune_overhead.overlap([(0, 2), (1, 3), (2, 4)]) == 2  # one ends as the next starts
-    assert tune_overhead.overlap([(0, 5), (1, 2), (1.5, 3)]) == 3
-    assert tune_overhead.overlap([]) == 0
+    assert tune_summary.overlap([(0, 2), (1, 3), (2, 4)]) == 2  # one ends as the next starts
+    assert tune_summary.overlap([(0, 5), (1, 2), (1.5, 3)]) == 3
+    assert tune_summary.overlap([]) == 0
 
 
 # --- run_all --------------------------------------------------------------------------------
@@ -273,11 +443,14 @@ def _fake_results(suite: Path) -> dict[str, dict]:
                 "fraction_ray_only": 0.07,
                 "dominant": "start-up",
             },
+        },
+        "train_scaling": {
             "scaling": {
                 "runs": {"1": {"images_per_s": 50.0}, "2": {"images_per_s": 90.0}},
                 "speedup": 1.8,
                 "efficiency": 0.9,
             },
+            "step_split": {"machine_ceiling": 0.8, "batch_effect": 1.1, "sync_cost": 0.95},
         },
         "tune_overhead": {
             "settings": {
@@ -315,13 +488,15 @@ def test_run_all_summary_has_a_table_and_ratios_per_benchmark(tmp_path):
     bench = saved["benchmarks"]
     assert bench["model_step"]["ratios"] == {"resnet_ours50 / resnet50 step time": 1.25}
     assert bench["data_loading"]["ratios"]["loader >= 3x train step everywhere"] is True
-    assert bench["train_overhead"]["ratios"]["scaling efficiency"] == 0.9
+    assert bench["train_overhead"]["ratios"]["largest Ray-only part"] == "start-up"
+    assert bench["train_scaling"]["ratios"]["scaling efficiency"] == 0.9
+    assert bench["train_scaling"]["ratios"]["step split: sync cost"] == 0.95
     assert bench["tune_overhead"]["ratios"]["2 s vs 0.25 s health check: tune_wall_ratio"] == 1.3
     assert "rows" not in bench["broken"] and bench["broken"]["status"] == "failed (exit 1)"
     assert "summary_error" in run_all.build_summary(runs_bad, machine)["benchmarks"]["data_loading"]
 
     markdown = md_path.read_text()
-    for name in ("model_step", "data_loading", "train_overhead", "tune_overhead", "broken"):
+    for name in ("model_step", "data_loading", "train_overhead", "train_scaling", "tune_overhead", "broken"):
         assert f"## {name}" in markdown
     assert "| resnet_ours50 | 24 | 4 | 1.25 | 2 |" in markdown
     assert "| overhead (wall difference / Ray wall) | 0.074 |" in markdown
@@ -330,7 +505,7 @@ def test_run_all_summary_has_a_table_and_ratios_per_benchmark(tmp_path):
 
 def test_run_all_runs_each_benchmark_with_its_short_flags(tmp_path):
     args = run_all.parse_args(["--skip", "model_step", "data_loading"])
-    assert args.names == ["train_overhead", "tune_overhead"]
+    assert args.names == ["train_overhead", "train_scaling", "tune_overhead"]
     command = run_all.command("train_overhead", tmp_path / "t.json")
     assert command[1].endswith("benchmarks/train_overhead.py") and "--quick" in command
     assert command[-2:] == ["--out", str(tmp_path / "t.json")]
@@ -357,23 +532,23 @@ def test_run_all_runs_each_benchmark_with_its_short_flags(tmp_path):
     ],
 )
 def test_gpu_peak_table_matches_device_names(name, peak):
-    assert gpu.peak_tflops(name)[0] == peak
-    assert gpu.peak_tflops(name, override=123.0) == (123.0, "--peak-tflops")
+    assert gpu_cases.peak_tflops(name)[0] == peak
+    assert gpu_cases.peak_tflops(name, override=123.0) == (123.0, "--peak-tflops")
 
 
 def test_gpu_plan_puts_eager_bf16_channels_last_first_and_compile_last_within_budget():
-    plan = gpu.build_plan(["resnet_ours50", "resnet50"], [8, 32, 64, 128], [64])
+    plan = gpu_cases.build_plan(["resnet_ours50", "resnet50"], [8, 32, 64, 128], [64])
     assert len(plan) == 2 * 4 * 4 + 1 + 2
     plain = [c for c in plan if c.mode == "plain"]  # kernels off: only for ResNet-ours, in fp32
     assert [(c.model, c.batch, c.precision) for c in plain] == [("resnet_ours50", 64, "fp32")]
     assert (plan[0].precision, plan[0].layout, plan[0].mode) == ("bf16", "channels_last", "eager")
     assert [c.model for c in plan[:2]] == ["resnet_ours50", "resnet50"]
     assert all(c.mode == "compile" for c in plan[-2:]) and len({c.label for c in plan}) == len(plan)
-    assert len(gpu.build_plan(["m"], [8], [8], compile_=False)) == 4
+    assert len(gpu_cases.build_plan(["m"], [8], [8], compile_=False)) == 4
     compile_case, eager_case = plan[-1], plan[0]
-    assert gpu.may_start(eager_case, 290, 300) and not gpu.may_start(compile_case, 290, 300)
-    assert not gpu.may_start(eager_case, 301, 300)
-    assert gpu.mfu(1000.0, 30.0, 100.0) == pytest.approx(0.3) and gpu.mfu(1.0, 1.0, None) is None
+    assert gpu_cases.may_start(eager_case, 290, 300) and not gpu_cases.may_start(compile_case, 290, 300)
+    assert not gpu_cases.may_start(eager_case, 301, 300)
+    assert gpu_cases.mfu(1000.0, 30.0, 100.0) == pytest.approx(0.3) and gpu_cases.mfu(1.0, 1.0, None) is None
 
 
 def test_gpu_without_cuda_exits_with_a_clear_message():
@@ -438,7 +613,7 @@ def test_gpu_summary_ratios_compare_switches_and_models():
         row("b", "bf16", "channels_last", 600.0),
         {**row("b", "bf16", "contiguous", 0.0), "status": "out of memory"},
     ]
-    summary = gpu.summarize(rows)
+    summary = gpu_cases.summarize(rows)
     assert summary["best"]["a"]["mode"] == "compile" and summary["best"]["b"]["images_per_s"] == 600.0
     ratios = {(s["model"], s["switch"]): s["ratio"] for s in summary["speedups"]}
     assert ratios[("a", "bf16 / fp32 (contiguous)")] == pytest.approx(2.5)

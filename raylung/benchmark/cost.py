@@ -39,7 +39,7 @@ def model_cost(cfg: RaylungConfig) -> VariantCost:
 
 def _step(cfg: RaylungConfig, device: torch.device):
     from raylung.artifacts.precision import resolve_precision
-    from raylung.train.loop import train_step
+    from raylung.train.epochs import train_step
 
     precision = resolve_precision(cfg.train, device)
     model = build_model(cfg.model, cfg.data.in_chans).to(device)

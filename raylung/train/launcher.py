@@ -17,6 +17,7 @@ from typing import Any
 from raylung.config import RaylungConfig
 from raylung.data import SplitSet, ensure_demo_data, resolve_splits
 from raylung.errors import ClusterError, RaylungError
+from raylung.train.hooks import PhaseHooks
 
 try:  # Ray Train V2 (the default since Ray 2.5x) raises this when a run fails for good
     from ray.train import TrainingFailedError
@@ -201,16 +202,20 @@ def fit(
     cfg: RaylungConfig,
     location: RunLocation,
     *,
-    wandb_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
     callbacks: list | None = None,
+    hooks: PhaseHooks | None = None,
     resume_hint: str | None = None,
     resource_wait_s: float = 0.0,
 ):  # -> ray.train.Result
-    """Run (or resume) training; `cfg.data.splits_file` must already be fixed."""
+    """Run (or resume) training; `cfg.data.splits_file` must already be fixed.
+
+    `callbacks` are Ray Train callbacks (``RunConfig.callbacks``): a tracker follows the run's
+    reports with a ``UserCallback``. `hooks` times the loop's phases inside every worker
+    (:mod:`raylung.train.hooks`; picklable, no-op by default)."""
     if not cfg.data.splits_file:
         raise RaylungError("internal: fit() needs a config whose data.splits_file is set")
-    loop_config: dict[str, Any] = {"config": cfg, "wandb": wandb_kwargs, "progress": None}
+    loop_config: dict[str, Any] = {"config": cfg, "progress": None, "hooks": hooks}
     display: Any = nullcontext()
     if progress:
         from ray.util.queue import Queue

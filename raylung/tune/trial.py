@@ -40,6 +40,7 @@ def run_trial(
     trials_storage: str,
     resource_wait_s: float = 0.0,
     hub: Any = None,
+    hooks: Any = None,
     run_template: dict[str, Any] | None = None,
 ) -> None:
     """Tune function trainable (bound with `tune.with_parameters`).
@@ -63,5 +64,6 @@ def run_trial(
             callbacks=[*run.report_callbacks(), *callbacks],
             resume_hint="raylung tune --resume EXPERIMENT_DIR",
             resource_wait_s=resource_wait_s,
+            hooks=hooks,
         )
     )

@@ -120,7 +120,9 @@ def check_driver_resource() -> None:
         )
 
 
-def _trainable(prepared: PreparedSearch, resource_wait_s: float = 0.0, hub: Any = None):
+def _trainable(
+    prepared: PreparedSearch, resource_wait_s: float = 0.0, hub: Any = None, train_hooks: Any = None
+):
     from ray import tune
 
     bound = tune.with_parameters(
@@ -130,6 +132,7 @@ def _trainable(prepared: PreparedSearch, resource_wait_s: float = 0.0, hub: Any 
         trials_storage=prepared.experiment.trials_storage,
         resource_wait_s=resource_wait_s,
         hub=hub,
+        hooks=train_hooks,
         run_template=_run_template(prepared) if hub is not None else None,
     )
     return tune.with_resources(bound, {"CPU": 0, TRIAL_DRIVER_RESOURCE: 1})
@@ -162,11 +165,16 @@ def _trial_dirname(trial) -> str:
 
 
 def build_tuner(
-    prepared: PreparedSearch, resource_wait_s: float = 0.0, hub: Any = None, callbacks: list | None = None
+    prepared: PreparedSearch,
+    resource_wait_s: float = 0.0,
+    hub: Any = None,
+    callbacks: list | None = None,
+    train_hooks: Any = None,
 ):
     """The search's ``Tuner``; with a tracker `hub`, every trial is a tracked run.
 
-    `callbacks` are extra Tune callbacks (a benchmark's clocks, say), run after raylung's own.
+    `callbacks` are extra Tune callbacks (a benchmark's clocks, say), run after raylung's own;
+    `train_hooks` (:class:`raylung.train.hooks.PhaseHooks`) time each trial's training phases.
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -196,7 +204,7 @@ def build_tuner(
     )
     own = [FinishTrialRuns(hub_name(prepared))] if hub is not None else []
     return tune.Tuner(
-        _trainable(prepared, resource_wait_s, hub),
+        _trainable(prepared, resource_wait_s, hub, train_hooks),
         tune_config=tune.TuneConfig(
             metric=base.search_metric,
             mode=base.search_mode,
@@ -222,13 +230,19 @@ def check_start(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> None:
     check_resources(prepared.base, resource_wait_s)
 
 
-def run(prepared: PreparedSearch, resource_wait_s: float = 0.0, callbacks: list | None = None) -> Any:
+def run(
+    prepared: PreparedSearch,
+    resource_wait_s: float = 0.0,
+    callbacks: list | None = None,
+    train_hooks: Any = None,
+) -> Any:
     """Fit the search (-> ``ray.tune.ResultGrid``); the caller has run :func:`check_start`.
 
-    `callbacks`: extra Tune callbacks, e.g. a benchmark's trial clocks.
+    `callbacks`: extra Tune callbacks, e.g. a benchmark's trial clocks; `train_hooks`: timing
+    hooks for each trial's training loop (see :func:`build_tuner`).
     """
     with tracker_hub(_tracked(prepared), hub_name(prepared)) as hub:
-        return build_tuner(prepared, resource_wait_s, hub, callbacks).fit()
+        return build_tuner(prepared, resource_wait_s, hub, callbacks, train_hooks).fit()
 
 
 def resume(prepared: PreparedSearch, resource_wait_s: float = 0.0) -> Any:
