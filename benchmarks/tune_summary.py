@@ -158,10 +158,7 @@ def report(results: dict[str, dict[str, Any]], comparison: dict[str, Any] | None
             [[v if v is not None else "n/a" for v in row] for row in rows],
         )
         if not r.get("loop_phases_recorded", True):
-            print(
-                f"{label}: no loop phases came back from the trials: "
-                "overhead includes validation"
-            )
+            print(f"{label}: no loop phases came back from the trials: overhead includes validation")
         print_table(
             f"{label}: the experiment",
             ["measure", "s"],

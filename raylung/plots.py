@@ -1,4 +1,4 @@
-"""Small PNG figures for reports: learning curves, the confusion matrix, the ROC curve.
+"""Small PNG figures for reports: learning curves, the confusion matrix, the ROC curve, reliability.
 
 Every writer builds a :class:`matplotlib.figure.Figure` directly, never ``pyplot``: PNGs are
 rendered by Agg whatever the session's backend, nothing opens on screen, no global figure
@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-__all__ = ["best_epoch", "confusion_matrix_plot", "learning_curves", "roc_plot", "save_png"]
+__all__ = [
+    "best_epoch", "confusion_matrix_plot", "learning_curves", "reliability_diagram", "roc_plot", "save_png",
+]  # fmt: skip
 
 CLASS_NAMES = ("non_cancer", "cancer")  # row / column order of metrics.Confusion.as_matrix
 _LOSS_KEYS = ("train_loss", "val_loss")
@@ -144,4 +146,48 @@ def roc_plot(
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
+    return save_png(fig, path)
+
+
+def reliability_diagram(
+    edges: np.ndarray | Sequence[float],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[int]]],
+    path: str | Path,
+    title: str = "reliability diagram",
+) -> Path:
+    """Observed fraction of cancer against mean predicted P(cancer) per bin, with bin counts below.
+
+    `curves` maps a legend label (e.g. ``"before (ECE 0.12)"``) to per-bin (mean probability,
+    observed frequency, count), as :func:`raylung.artifacts.calibration.reliability_bins` gives;
+    empty bins (count 0) are left out of the curve. A calibrated model lies on the diagonal.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not curves:
+        raise ValueError("reliability_diagram needs bin edges (n_bins + 1) and at least one curve")
+    fig = Figure(figsize=(4.6, 5.4), layout="constrained")
+    curve_ax, count_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    curve_ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="calibrated")
+    width = np.diff(edges) / (len(curves) + 1)
+    for offset, (label, (probability, frequency, count)) in enumerate(curves.items()):
+        probability, frequency = np.asarray(probability, float), np.asarray(frequency, float)
+        count = np.asarray(count, dtype=np.int64)
+        if not probability.size == frequency.size == count.size == edges.size - 1:
+            raise ValueError(f"curve {label!r}: need one probability, frequency and count per bin")
+        filled = count > 0
+        line = curve_ax.plot(probability[filled], frequency[filled], marker="o", markersize=3, label=label)
+        count_ax.bar(edges[:-1] + width * (offset + 0.5), count, width=width, align="edge",
+                     color=line[0].get_color(), alpha=0.8)  # fmt: skip
+    curve_ax.set_xlim(-0.01, 1.01)
+    curve_ax.set_ylim(-0.01, 1.01)
+    curve_ax.set_ylabel("observed fraction of cancer")
+    curve_ax.set_title(title, fontsize=10)
+    curve_ax.legend(loc="upper left", fontsize=8)
+    curve_ax.grid(alpha=0.3)
+    count_ax.set_yscale("log")  # a confident model piles its images into the end bins
+    count_ax.set_ylim(bottom=0.7)  # a bin of one image still shows
+    count_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    count_ax.yaxis.set_minor_formatter(NullFormatter())
+    count_ax.set_xlabel("predicted P(cancer)")
+    count_ax.set_ylabel("images")
+    count_ax.grid(alpha=0.3)
     return save_png(fig, path)

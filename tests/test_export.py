@@ -1,4 +1,5 @@
-"""Export and reload: every written format reproduces the trained model's outputs.
+"""Export and reload: every written format reproduces the trained model's outputs, and the
+temperature and threshold fitted on the validation split round-trip through the manifest.
 
 The checkpoint is built directly with ``save_checkpoint`` (no Ray) from a tiny model whose
 config points at a small synthetic demo set; :func:`make_checkpoint` is shared with the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,8 @@ from raylung.artifacts.export import export_checkpoint
 from raylung.artifacts.formats import EXPORT_FORMATS
 from raylung.artifacts.loader import load_export, sha256
 from raylung.config import RaylungConfig
+from raylung.config.schema import ExportConfig
+from raylung.data import LungDataset, SplitSet
 from raylung.errors import ConfigError, DataError
 
 # TorchScript is deprecated in torch 2.14 (a FutureWarning on every call); it is still exported.
@@ -60,7 +64,13 @@ def test_every_format_is_written_and_recorded(exported):
     for name, info in manifest["files"].items():
         assert info["sha256"] == sha256(out / name)
     assert manifest["synthetic_data"] is True
-    assert manifest["threshold"] == 0.5
+    assert manifest["threshold"] == 0.5  # the default rule: fixed 0.5, the paper's
+    assert manifest["operating_point"]["rule"] == "fixed" and manifest["operating_point"]["n"] == 8
+    calibration = manifest["calibration"]
+    assert calibration["method"] == "temperature" and calibration["fitted_on"] == "validation"
+    assert calibration["n"] == 8
+    assert calibration["temperature"] > 0 and "warning" in calibration  # 8 images: indicative only
+    assert "reliability.png" in on_disk
     assert manifest["model"] == config.model.name
     assert manifest["input"]["shape"] == ["batch", 3, SIZE[1], SIZE[0]]
     assert manifest["input"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
@@ -229,3 +239,67 @@ def test_cli_export(ours, tmp_path):
     manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert manifest["formats"]["torchscript"]["status"] == "ok"
     assert manifest["formats"]["onnx"]["status"] == "skipped"
+
+
+def _validation_logits(loaded, config) -> tuple[np.ndarray, np.ndarray]:
+    dataset = LungDataset(SplitSet.load(config.data.splits_file)["validation"], config.data, train=False)
+    with torch.no_grad():
+        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        logits = loaded.model(images).reshape(-1).double().numpy()
+    return logits, np.array([s.label for s in dataset.samples], dtype=bool)
+
+
+def test_fitted_threshold_and_temperature_round_trip(ours, tmp_path):
+    checkpoint, _, config = ours
+    settings = ExportConfig(threshold={"rule": "sensitivity", "target": 0.75})
+    out = export_checkpoint(checkpoint, tmp_path / "export", formats=[], settings=settings)
+    manifest = json.loads((out / "manifest.json").read_text())
+    point = manifest["operating_point"]
+    assert (point["rule"], point["target"], point["split"]) == ("sensitivity", 0.75, "validation")
+    loaded = load_export(out)
+    assert loaded.threshold == manifest["threshold"] == point["threshold"]
+    assert loaded.temperature == manifest["calibration"]["temperature"] != 1.0
+    logits, labels = _validation_logits(loaded, config)
+    called = loaded.probabilities(logits) >= loaded.threshold  # calibrated, as the rule was fitted
+    assert called[labels].mean() >= 0.75
+    assert (called[labels].mean(), (~called[~labels]).mean()) == pytest.approx(
+        (point["sensitivity"], point["specificity"])
+    )
+
+
+def test_calibrate_false_keeps_temperature_one_but_fits_the_rule(ours, tmp_path):
+    checkpoint, _, config = ours
+    settings = ExportConfig(threshold={"rule": "youden"}, calibrate=False)
+    out = export_checkpoint(checkpoint, tmp_path / "export", formats=[], settings=settings)
+    loaded = load_export(out)
+    calibration = loaded.manifest["calibration"]
+    assert calibration["method"] == "none" and calibration["reason"] == "export.calibrate is false"
+    assert (
+        loaded.temperature == 1.0
+        and "ece" in calibration
+        and "reliability.png" not in loaded.manifest["files"]
+    )
+    logits, _ = _validation_logits(loaded, config)
+    np.testing.assert_array_equal(
+        loaded.probabilities(logits), loaded.probabilities(logits, calibrated=False)
+    )
+    assert loaded.manifest["operating_point"]["split"] == "validation" and loaded.threshold != 0.5
+    plain = export_checkpoint(
+        checkpoint, tmp_path / "plain", formats=[], settings=ExportConfig(calibrate=False)
+    )
+    manifest = json.loads((plain / "manifest.json").read_text())  # nothing to fit: the split is not run
+    assert manifest["threshold"] == 0.5 and manifest["calibration"]["temperature"] == 1.0
+    assert "nothing to fit" in manifest["operating_point"]["reason"]
+
+
+def test_unreachable_validation_split_falls_back_and_says_why(tmp_path):
+    checkpoint, _, config = make_checkpoint(tmp_path)
+    Path(config.data.splits_file).unlink()  # the data moved, or the checkpoint travelled alone
+    settings = ExportConfig(threshold={"rule": "youden", "value": 0.4})
+    out = export_checkpoint(checkpoint, tmp_path / "export", formats=[], settings=settings)
+    loaded = load_export(out)
+    calibration, point = loaded.manifest["calibration"], loaded.manifest["operating_point"]
+    assert loaded.temperature == 1.0 and loaded.threshold == 0.4
+    assert calibration["method"] == "none" and calibration["fitted_on"] is None
+    assert "file not found" in calibration["reason"] and point["reason"] == calibration["reason"]
+    assert (point["rule"], point["n"], point["sensitivity"]) == ("youden", 0, None)

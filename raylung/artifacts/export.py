@@ -6,11 +6,16 @@ An export directory holds everything needed to rebuild and deploy the model::
     config.yaml            the resolved RaylungConfig: model, preprocessing, and the run's data
     metrics.json           the run's state: monitor, best epoch, per-epoch history (+ extra metrics)
     learning_curves.png    the history, drawn (when there is one)
+    reliability.png        calibration on the validation split, before and after temperature scaling
     model.pt2              torch.export program, dynamic batch axis       } each optional: a
     model.torchscript.pt   TorchScript, scripted (or traced if it can't)  } failure is recorded in
     model.onnx             ONNX, dynamic batch axis, checked with ORT     } the manifest, not fatal
-    manifest.json          versions, sha256 of every file, input spec, threshold, what was
-                           exported or skipped and why, and whether the data was synthetic
+    manifest.json          versions, sha256 of every file, input spec, threshold, calibration,
+                           what was exported or skipped and why, and whether the data was synthetic
+
+The temperature and the threshold are fitted on the run's validation split
+(:mod:`raylung.artifacts.fitting`, by the config's ``export`` section); where that split is out
+of reach the export records why and keeps temperature 1.0 and the rule's fixed threshold.
 
 Each deployable format is verified against the eager model on inputs of batch 1 and 3 (the
 exports trace batch 2, so this also checks the batch axis really is dynamic); a format whose
@@ -35,11 +40,11 @@ from safetensors.torch import save_file
 
 from raylung._version import __version__
 from raylung.artifacts import checkpoint as ckpt
+from raylung.artifacts.fitting import RELIABILITY_FILE, ValidationFit, fit_on_validation
 from raylung.artifacts.formats import ATOL, CHECK_BATCHES, EXPORT_FORMATS, RTOL, Probe, export_formats
 from raylung.artifacts.loader import (
     CONFIG_YAML,
     CURVES_FILE,
-    DEFAULT_THRESHOLD,
     MANIFEST_FILE,
     METRICS_FILE,
     data_is_synthetic,
@@ -49,6 +54,7 @@ from raylung.artifacts.loader import (
     to_json,
 )
 from raylung.config import RaylungConfig
+from raylung.config.schema import ExportConfig
 from raylung.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -119,6 +125,8 @@ def export_checkpoint(
     metrics: dict | None = None,
     formats: Collection[str] = EXPORT_FORMATS,
     overwrite: bool = False,
+    settings: ExportConfig | None = None,
+    device: str | torch.device | None = None,
 ) -> Path:
     """Write the export of `checkpoint_dir` to `out` and return `out`.
 
@@ -129,15 +137,18 @@ def export_checkpoint(
         formats: deployable formats to try, a subset of :data:`EXPORT_FORMATS`; the rest are
             recorded as skipped. Weights, config and metrics are always written.
         overwrite: replace `out` even if it holds something other than an export.
+        settings: what to fit on the validation split, instead of the run's ``config.export``.
+        device: where to run the model over the validation split (default: CUDA if present).
     """
     checkpoint_dir, out = Path(checkpoint_dir).expanduser(), Path(out).expanduser()
     _check_request(checkpoint_dir, out, formats, overwrite)
     config = read_checkpoint_config(checkpoint_dir)
     model = rebuild(config, checkpoint_dir / ckpt.MODEL_FILE)
+    fit = fit_on_validation(model, config, settings or config.export, checkpoint_dir, device=device)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
     try:
-        _write_export(staging, checkpoint_dir, model, config, metrics, formats)
+        _write_export(staging, checkpoint_dir, model, config, metrics, formats, fit)
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -151,6 +162,7 @@ def _write_export(
     config: RaylungConfig,
     metrics: dict | None,
     formats: Collection[str],
+    fit: ValidationFit,
 ) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(staging / ckpt.MODEL_FILE), metadata={"raylung_model": config.model.name})
@@ -163,13 +175,19 @@ def _write_export(
         from raylung.plots import learning_curves
 
         learning_curves(document["history"], staging / CURVES_FILE, monitor=config.train.monitor)
+    title = f"{config.model.name}, validation split (n={fit.operating_point.n})"
+    if data_is_synthetic(config):
+        title += "\nSYNTHETIC DEMO DATA"
+    fit.write_reliability(staging / RELIABILITY_FILE, title)
     results = export_formats(model, Probe.for_model(model, config), staging, formats)
-    _write_manifest(staging, checkpoint_dir, config, results)
+    _write_manifest(staging, checkpoint_dir, config, results, fit)
     summary = ", ".join(f"{k} {v['status']}" for k, v in results.items())
     log.info("exported %s: %s", config.model.name, summary)
 
 
-def _write_manifest(staging: Path, checkpoint_dir: Path, config: RaylungConfig, results: dict) -> None:
+def _write_manifest(
+    staging: Path, checkpoint_dir: Path, config: RaylungConfig, results: dict, fit: ValidationFit
+) -> None:
     files = {
         p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
         for p in sorted(staging.iterdir())
@@ -187,10 +205,10 @@ def _write_manifest(staging: Path, checkpoint_dir: Path, config: RaylungConfig, 
         "output": {
             "name": "logit",
             "shape": ["batch", config.model.num_classes],
-            "probability": "sigmoid(logit) = P(cancer)",
+            "probability": "sigmoid(logit / calibration.temperature) = P(cancer)",
         },
         "labels": {"0": "non_cancer", "1": "cancer"},
-        "threshold": DEFAULT_THRESHOLD,
+        **fit.manifest_entries(),  # threshold, calibration, operating_point
         "decision": "cancer when probability >= threshold",
         "tolerance": {"atol": ATOL, "rtol": RTOL, "checked_batches": list(CHECK_BATCHES)},
         "formats": {"safetensors": {"status": "ok", "file": ckpt.MODEL_FILE}, **results},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -18,27 +18,79 @@ def predict(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")] = Path("predictions.csv"),
     threshold: Annotated[
-        float, typer.Option("--threshold", min=0.0, max=1.0, help="Cancer when probability >= this.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Cancer when probability >= this (default: the threshold stored with the export).",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 32,
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search folders recursively.")
     ] = True,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: auto).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: auto; onnx: cpu).")
+    ] = None,
+    runtime: Annotated[
+        Literal["torch", "onnx"],
+        typer.Option("--runtime", help="torch: the eager model; onnx: the export's model.onnx."),
+    ] = "torch",
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Average probabilities over flips and turns (90/270 degrees on square inputs only).",
+        ),
+    ] = False,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            metavar="REGEX|folder",
+            help="Also write <out>_groups.csv: one row per group, by parent folder ('folder') or a "
+            "regex's capture group on the file name (on the whole path if the regex holds '/').",
+        ),
+    ] = None,
+    group_rule: Annotated[
+        Literal["mean", "fraction"],
+        typer.Option(
+            "--group-rule",
+            help="mean: group is cancer when its mean probability >= threshold; fraction: when "
+            "the fraction of its cancer tiles >= --group-cutoff.",
+        ),
+    ] = "mean",
+    group_cutoff: Annotated[
+        float, typer.Option("--group-cutoff", min=0.0, max=1.0, help="Cutoff of the fraction rule.")
+    ] = 0.5,
 ) -> None:
-    """Write path,probability_cancer,predicted_label for every readable image; list unreadable ones."""
+    """Write path, probability, label, logit, runtime and TTA views for every readable image."""
     from raylung.artifacts.predict import predict as run_prediction
 
     summary = run_prediction(
-        export, inputs, out, threshold=threshold, batch_size=batch_size, recursive=recursive, device=device
-    )
-    console, errors = Console(), Console(stderr=True)
+        export, inputs, out, threshold=threshold, batch_size=batch_size, recursive=recursive, device=device,
+        runtime=runtime, tta=tta, group_by=group_by, group_rule=group_rule, group_cutoff=group_cutoff,
+    )  # fmt: skip
+    console, errors = Console(soft_wrap=True), Console(stderr=True)  # soft wrap: paths stay copyable
     if summary.synthetic_model:
         errors.print("[bold red]this model was trained on synthetic demo data[/]")
+    how = f"{summary.threshold_source} threshold {summary.threshold:g}, temperature {summary.temperature:g}"
+    how += f", runtime {summary.runtime}, TTA {summary.tta}"
     console.print(
         f"{summary.n_predicted} image(s): {summary.n_cancer} cancer, {summary.n_non_cancer} non_cancer "
-        f"(threshold {summary.threshold:g}) -> {summary.out_csv}"
+        f"({how}) -> {summary.out_csv}",
+        highlight=False,
+        markup=False,
     )
+    if summary.groups is not None:
+        n_cancer = sum(r.predicted for r in summary.groups.rows)
+        console.print(
+            f"{len(summary.groups.rows)} group(s): {n_cancer} cancer, {len(summary.groups.rows) - n_cancer} "
+            f"non_cancer ({summary.groups.describe()}) -> {summary.group_csv}",
+            highlight=False,
+            markup=False,
+        )
     if summary.unreadable:
         errors.print(f"[yellow]{len(summary.unreadable)} unreadable file(s) got no prediction:[/]")
         for path, reason in summary.unreadable:

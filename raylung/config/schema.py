@@ -285,6 +285,41 @@ class WandbConfig(StrictModel):
     tags: list[str] = Field(default_factory=list)
 
 
+class ThresholdRule(StrictModel):
+    """How an export picks its threshold on calibrated P(cancer) (raylung.artifacts.operating_point).
+
+    fixed: `value` (0.5, the paper's; temperature scaling keeps it in place). youden: max
+    sensitivity + specificity - 1 on validation. sensitivity (specificity): the highest (lowest)
+    threshold whose validation rate reaches `target`. Fitted rules fall back to `value`.
+    """
+
+    rule: Literal["fixed", "youden", "sensitivity", "specificity"] = "fixed"
+    value: float = Field(0.5, ge=0, le=1)
+    target: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _target_fits_rule(self) -> ThresholdRule:
+        if self.rule in ("sensitivity", "specificity") and self.target is None:
+            raise ValueError(f"threshold rule {self.rule} needs a target in (0, 1], e.g. target: 0.95")
+        if self.rule in ("fixed", "youden") and self.target is not None:
+            raise ValueError(f"threshold rule {self.rule} takes no target (sensitivity/specificity do)")
+        return self
+
+
+class ExportConfig(StrictModel):
+    """What an export fits on the run's validation split; a bare number is a fixed threshold."""
+
+    threshold: ThresholdRule = ThresholdRule()
+    calibrate: bool = True  # temperature scaling; False stores temperature 1.0
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _bare_number_is_fixed(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"rule": "fixed", "value": value}
+        return value
+
+
 class RaylungConfig(StrictModel):
     experiment: ExperimentConfig = ExperimentConfig()
     data: DataConfig = DataConfig()
@@ -293,6 +328,7 @@ class RaylungConfig(StrictModel):
     resources: ResourcesConfig = ResourcesConfig()
     search: SearchConfig = SearchConfig()
     wandb: WandbConfig = WandbConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RaylungConfig:
