@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from raylung.artifacts.evaluate import evaluate
 from raylung.artifacts.export import export_checkpoint
+from raylung.config.schema import ExportConfig
 from raylung.data import LungDataset, SplitSet
 from raylung.errors import ConfigError, DataError
 
@@ -27,7 +28,8 @@ def run(tmp_path_factory):
     """(export dir, eager model, config, eager probabilities of the test split, its samples)."""
     tmp = tmp_path_factory.mktemp("eval")
     checkpoint, net, config = make_checkpoint(tmp)
-    export = export_checkpoint(checkpoint, tmp / "export", formats=[])
+    # Uncalibrated: the random test model gets T ~ 1000 (every P ~ 0.5) from a fit.
+    export = export_checkpoint(checkpoint, tmp / "export", formats=[], settings=ExportConfig(calibrate=False))
     samples = SplitSet.load(config.data.splits_file)["test"]
     dataset = LungDataset(samples, config.data, train=False)
     with torch.no_grad():
@@ -74,7 +76,7 @@ def test_intervals_contain_the_point_estimate(run, tmp_path):
     report = evaluate(
         export, "test", out_dir=tmp_path, threshold=_threshold_between(probs), n_boot=300, device="cpu"
     )
-    assert set(report.intervals) == {"accuracy", "precision", "recall", "f1", "auroc"}
+    assert set(report.intervals) == {"accuracy", "precision", "recall", "specificity", "f1", "auroc"}
     for name, (low, high) in report.intervals.items():
         assert low <= report.metrics[name] <= high, (name, low, report.metrics[name], high)
         assert 0.0 <= low <= high <= 1.0
@@ -85,7 +87,8 @@ def test_per_subclass_reports_recall_or_specificity(run, tmp_path):
     export, _, _, probs, samples = run
     threshold = _threshold_between(probs)
     report = evaluate(export, "test", out_dir=tmp_path, threshold=threshold, n_boot=0, device="cpu")
-    assert report.intervals == {}
+    # Without resamples: the exact intervals of the proportions only, no F1/AUROC bootstrap.
+    assert set(report.intervals) == {"accuracy", "precision", "recall", "specificity"}
     by_name = {s.name: s for s in report.per_subclass}
     assert set(by_name) == {"good_cancer", "bad_cancer", "good_non_cancer", "bad_non_cancer"}
     for name, result in by_name.items():
@@ -104,8 +107,8 @@ def test_per_subclass_reports_recall_or_specificity(run, tmp_path):
 def test_outputs_are_written_and_stamped_synthetic(run, tmp_path):
     export, _, _, probs, samples = run
     report = evaluate(export, "test", out_dir=tmp_path / "out", n_boot=50, device="cpu")
-    assert set(report.files) == {"metrics", "predictions", "confusion_matrix", "roc"}
-    for key in ("confusion_matrix", "roc"):
+    assert set(report.files) == {"metrics", "predictions", "confusion_matrix", "roc", "reliability"}
+    for key in ("confusion_matrix", "roc", "reliability"):
         with Image.open(report.files[key]) as image:
             image.load()
             assert image.format == "PNG" and image.width > 200
@@ -116,7 +119,7 @@ def test_outputs_are_written_and_stamped_synthetic(run, tmp_path):
     assert set(document["per_subclass"]["good_cancer"]) >= {"n", "accuracy", "rate_name", "rate"}
     with open(report.files["predictions"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["path", "label", "subclass", "group", "probability", "predicted"]
+    assert list(rows[0]) == ["path", "label", "subclass", "group", "probability", "predicted", "logit"]
     assert [r["path"] for r in rows] == [s.path for s in samples]
     np.testing.assert_allclose([float(r["probability"]) for r in rows], probs, atol=2e-6)
     for row in rows:

@@ -161,6 +161,20 @@ def test_train_best_retrains_evaluates_on_test_and_exports(smoke):
     assert outcome.evaluation is not None and outcome.evaluation.split == "test"
     assert 0.5 <= outcome.evaluation.metrics["auroc"] <= 1.0
     assert (outcome.directory / "test" / "metrics.json").is_file()
+    # The export carries a temperature fitted on validation and an operating point, and its card
+    # states them with the test evaluation it was regenerated from.
+    manifest = json.loads((outcome.export / "manifest.json").read_text())
+    assert (
+        manifest["calibration"]["method"] == "temperature"
+        and manifest["calibration"]["fitted_on"] == "validation"
+    )
+    assert manifest["calibration"]["temperature"] > 0 and manifest["operating_point"]["rule"] == "fixed"
+    card = (outcome.export / "MODEL_CARD.md").read_text()
+    recorded = json.loads((outcome.export / "evaluation_test.json").read_text())
+    assert recorded["n"] == outcome.evaluation.n and "## Test results" in card
+    assert f"| accuracy | {recorded['metrics']['accuracy']:.4f} |" in card
+    assert f"T = {manifest['calibration']['temperature']:.4f}" in card
+    assert (outcome.directory / "test" / "reliability.png").is_file()
 
 
 def test_train_best_full_folds_validation_into_training(smoke):

@@ -1,199 +1,47 @@
 """Evaluate an exported (or checkpointed) model on one split of its run's splits file.
 
 One process, no Ray: the split is small next to training, and a report should not need a
-cluster. Metrics treat cancer as the positive class (the paper's eqs. 4-7); 95% confidence
-intervals come from a percentile bootstrap that resamples whole groups (tile, slide or
-patient), because images of one group are correlated. Results on raylung's synthetic demo
-data are stamped as such in the JSON and in every plot title.
+cluster. Cancer is the positive class (the paper's eqs. 4-7). Probabilities are calibrated by
+the export's temperature; metrics are reported at the export's operating point and at the
+paper's 0.5, each with a 95% interval that states how it was made (exact intervals on the
+effective number of independent groups for proportions, a grouped bootstrap for F1 and AUROC).
+With groups (patients, slides, source tiles) the groups are scored too; with ``tta`` the mean
+over flips and rotations is scored, and its difference to the plain prediction given with a
+paired interval. Results on raylung's synthetic demo data are stamped as such.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from raylung.artifacts.inference import Predictions, predict_shard
-from raylung.artifacts.loader import LoadedModel, inference_device, load_export, to_json
-from raylung.artifacts.metrics import Confusion, binary_metrics, bootstrap_intervals, roc_curve
-from raylung.artifacts.precision import Precision
-from raylung.data import LungDataset, Sample, SplitSet, is_synthetic, worker_init_fn
-from raylung.data.files import MAX_LISTED
-from raylung.data.naming import LABEL_NAMES, split_name
-from raylung.errors import ConfigError, DataError
-from raylung.plots import confusion_matrix_plot, roc_plot
+from raylung.artifacts.calibration import apply_temperature, brier_score, reliability_bins
+from raylung.artifacts.evaluation_data import PLAIN, is_synthetic_split, score_samples, split_samples
+from raylung.artifacts.evaluation_report import (
+    CI_LEVEL,
+    PAPER_THRESHOLD,
+    SYNTHETIC_STAMP,
+    AtThreshold,
+    EvaluationReport,
+    per_subclass,
+    write_outputs,
+)
+from raylung.artifacts.groups import GroupRule, check_rule, group_results
+from raylung.artifacts.intervals import few_units_warning, metric_intervals
+from raylung.artifacts.loader import LoadedModel, inference_device, load_export
+from raylung.artifacts.metrics import Confusion, binary_metrics, paired_difference_intervals
+from raylung.artifacts.tta import tta_views
+from raylung.data.naming import split_name
+from raylung.errors import ConfigError
+
+__all__ = ["SYNTHETIC_STAMP", "EvaluationReport", "evaluate"]
 
 log = logging.getLogger(__name__)
-
-SYNTHETIC_STAMP = "synthetic demo data"
-CI_LEVEL = 0.95
-FILES = {
-    "metrics": "metrics.json",
-    "predictions": "predictions.csv",
-    "confusion_matrix": "confusion_matrix.png",
-    "roc": "roc.png",
-}
-
-
-@dataclass(frozen=True)
-class SubclassResult:
-    """Metrics of one subclass; `rate` is recall for an all-cancer subclass, specificity for an
-    all-non-cancer one (`rate_name` says which), and None for a subclass holding both labels."""
-
-    name: str
-    n: int
-    label: str  # "cancer", "non_cancer" or "mixed"
-    accuracy: float
-    rate_name: str | None
-    rate: float | None
-    mean_probability: float
-
-
-@dataclass
-class EvaluationReport:
-    """What :func:`evaluate` computed and where it wrote it."""
-
-    model: str
-    model_path: Path
-    split: str
-    splits_file: str
-    n: int
-    n_groups: int
-    threshold: float
-    metrics: dict[str, float]  # accuracy, precision, recall, f1, auroc, loss
-    intervals: dict[str, tuple[float, float]]  # 95% CI per metric (not loss); empty if n_boot=0
-    n_boot: int
-    confusion: Confusion
-    per_subclass: list[SubclassResult]
-    synthetic: bool
-    out_dir: Path
-    files: dict[str, Path] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.confusion
-        document: dict[str, Any] = {
-            "model": self.model,
-            "model_path": str(self.model_path),
-            "split": self.split,
-            "splits_file": self.splits_file,
-            "synthetic_data": self.synthetic,
-            "n": self.n,
-            "n_groups": self.n_groups,
-            "positive_class": "cancer",
-            "threshold": self.threshold,
-            "metrics": self.metrics,
-            "loss": "unweighted binary cross-entropy of the logits",
-            "confidence_intervals": {k: list(v) for k, v in self.intervals.items()},
-            "confidence": {
-                "level": CI_LEVEL,
-                "method": "percentile bootstrap, resampling whole groups (Sample.group)",
-                "n_boot": self.n_boot,
-            },
-            "confusion_matrix": {"tn": c.tn, "fp": c.fp, "fn": c.fn, "tp": c.tp},
-            "per_subclass": {
-                s.name: {k: v for k, v in asdict(s).items() if k != "name"} for s in self.per_subclass
-            },
-            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-        }
-        if self.synthetic:
-            document = {"note": f"{SYNTHETIC_STAMP}: results mean nothing clinically", **document}
-        return document
-
-
-def _samples(
-    loaded: LoadedModel, split: str, splits_file: str | Path | None, data_root: Path | None
-) -> tuple[list[Sample], str]:
-    """The split's samples, with paths moved from the run's data root to `data_root` if given."""
-    data = loaded.config.data
-    location = str(splits_file) if splits_file is not None else data.splits_file
-    if not location:
-        raise DataError(f"the config of {loaded.path} names no data.splits_file; pass a splits file")
-    wanted = split_name(split)
-    if wanted is None:
-        raise ConfigError(f"split {split!r} is not train, validation or test")
-    root = Path(data_root).expanduser() if data_root is not None else Path(data.root).expanduser()
-    split_set = SplitSet.load(location, root=root)
-    if not split_set.get(wanted):
-        raise DataError(f"splits file {location} has no {wanted} samples (it has: {', '.join(split_set)})")
-    samples = split_set[wanted]
-    if data_root is not None:
-        samples = [_rebase(s, Path(data.root).expanduser(), root) for s in samples]
-    missing = [s.path for s in samples if not Path(s.path).is_file()]
-    if missing:
-        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
-        raise DataError(
-            f"{len(missing)} image(s) of the {wanted} split are missing: "
-            f"{', '.join(missing[:MAX_LISTED])}{more}; "
-            "if the data moved, pass its new root (data_root / --data-root)"
-        )
-    return samples, location
-
-
-def _rebase(sample: Sample, old_root: Path, new_root: Path) -> Sample:
-    """A sample under the run's old root, pointed at the same relative path under `new_root`."""
-    try:
-        relative = Path(sample.path).resolve().relative_to(old_root.resolve())
-    except ValueError:
-        return sample
-    return replace(sample, path=str(new_root / relative))
-
-
-def _synthetic(samples: list[Sample]) -> bool:
-    """Whether any evaluated image lies inside the synthetic demo set (its marker is at the root)."""
-    return any(is_synthetic(folder) for folder in {Path(s.path).parent for s in samples})
-
-
-def _per_subclass(
-    samples: list[Sample], labels: np.ndarray, probs: np.ndarray, threshold: float
-) -> list[SubclassResult]:
-    names = np.array([s.subclass or "" for s in samples])
-    predicted = probs >= threshold
-    results = []
-    for name in sorted(set(names) - {""}):
-        chosen = names == name
-        truth, guess = labels[chosen].astype(bool), predicted[chosen]
-        accuracy = float(np.mean(truth == guess))
-        if truth.all():
-            label, rate_name, rate = "cancer", "recall", float(np.mean(guess))
-        elif not truth.any():
-            label, rate_name, rate = "non_cancer", "specificity", float(np.mean(~guess))
-        else:
-            label, rate_name, rate = "mixed", None, None
-        results.append(SubclassResult(name, int(chosen.sum()), label, accuracy, rate_name, rate,
-                                      float(probs[chosen].mean())))  # fmt: skip
-    return results
-
-
-def _predict(
-    loaded: LoadedModel, samples: list[Sample], batch_size: int, device: torch.device
-) -> tuple[LungDataset, Predictions]:
-    data = loaded.config.data
-    dataset = LungDataset(samples, data, train=False)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=data.loader_workers,
-        worker_init_fn=worker_init_fn if data.loader_workers else None,
-    )  # fmt: skip
-    model = loaded.model.to(device)
-    index, logits, labels = predict_shard(model, loader, Precision(device, None, False))
-    order = np.argsort(index)
-    return dataset, Predictions(index=index[order], logits=logits[order], labels=labels[order])
-
-
-def _write_predictions(path: Path, samples: list[Sample], probs: np.ndarray, threshold: float) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "subclass", "group", "probability", "predicted"])
-        for sample, prob in zip(samples, probs, strict=True):
-            predicted = LABEL_NAMES[int(prob >= threshold)]
-            writer.writerow([sample.path, sample.label_name, sample.subclass or "", sample.group,
-                             f"{prob:.6f}", predicted])  # fmt: skip
 
 
 def evaluate(
@@ -204,25 +52,35 @@ def evaluate(
     data_root: str | Path | None = None,
     out_dir: str | Path,
     batch_size: int = 32,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     n_boot: int = 1000,
     device: str | torch.device | None = None,
+    tta: bool = False,
+    calibrated: bool = True,
+    group_rule: GroupRule = "mean",
+    group_cutoff: float = 0.5,
+    update_card: bool = False,
 ) -> EvaluationReport:
-    """Run the model over `split` and write metrics.json, predictions.csv and two plots.
+    """Run the model over `split` and write metrics.json, predictions.csv and the plots.
 
     Args:
         model_path: an export folder or a training checkpoint folder.
         split: train, validation or test (any spelling :mod:`raylung.data.naming` accepts).
         splits_file: splits CSV (or URI) to read instead of the config's ``data.splits_file``.
-        data_root: where the images are now, if they moved since training; paths under the
-            run's old root are rebased onto it, and relative paths in the file resolve to it.
+        data_root: where the images are now, if they moved since training.
         out_dir: folder for the outputs (created).
         batch_size: images per forward pass.
-        threshold: probability at or above which an image is called cancer.
-        n_boot: bootstrap resamples for the confidence intervals (0 = none).
+        threshold: probability at or above which an image is called cancer; default the
+            export's operating point (0.5 for a checkpoint or an export without one).
+        n_boot: bootstrap resamples for the F1/AUROC intervals and the TTA difference (0 = none).
         device: where to run the model (default: CUDA when present, else CPU).
+        tta: also score the mean over flips and the rotations the input's shape allows.
+        calibrated: apply the export's temperature (False: the raw sigmoid of the logits).
+        group_rule: how tiles of a group make the group's call (``mean`` or ``fraction``).
+        group_cutoff: with ``fraction``: the share of cancer tiles that makes a group cancer.
+        update_card: record a test evaluation in the export and rewrite its MODEL_CARD.md.
     """
-    if not 0.0 <= threshold <= 1.0:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be within 0..1, got {threshold}")
     if n_boot < 0 or batch_size < 1:
         raise ConfigError(f"n_boot must be >= 0 and batch_size >= 1, got {n_boot} and {batch_size}")
@@ -230,53 +88,173 @@ def evaluate(
     loaded = load_export(model_path)
     loaded.require_binary()
     root = Path(data_root).expanduser() if data_root is not None else None
-    samples, location = _samples(loaded, split, splits_file, root)
-    dataset, predictions = _predict(loaded, samples, batch_size, device)
-    used = [dataset.samples[i] for i in predictions.index]
-    labels, probs = predictions.labels, predictions.probs.astype(np.float64)
-    groups = np.array([s.group for s in used])
+    samples, location = split_samples(loaded, split, splits_file, root)
+    height, width = loaded.config.data.image_size[1], loaded.config.data.image_size[0]
+    views = tta_views(height, width) if tta else PLAIN
+    scored = score_samples(loaded, samples, batch_size, device, views)
+    labels, groups = scored.labels, scored.groups
+    check_rule(group_rule, threshold if threshold is not None else loaded.threshold, group_cutoff)
+    plain = loaded.probabilities(scored.logits[0], calibrated)
+    probs = loaded.probabilities(scored.logits, calibrated).mean(axis=0) if tta else plain
 
-    metrics = binary_metrics(labels, probs, threshold)
-    metrics["loss"] = predictions.loss()
-    intervals = (
-        bootstrap_intervals(labels, probs, threshold, n_boot=n_boot, level=CI_LEVEL, groups=groups)
-        if n_boot
-        else {}
-    )
+    chosen = threshold if threshold is not None else loaded.threshold
+    source = "given" if threshold is not None else _threshold_source(loaded)
+    reported = [(chosen, source)]
+    if chosen != PAPER_THRESHOLD:
+        reported.append((PAPER_THRESHOLD, "paper (0.5)"))
+    at = [_at_threshold(labels, probs, t, s, groups, n_boot) for t, s in reported]
+    metrics = dict(at[0].metrics, loss=_bce(labels, probs))
+    n_groups = int(np.unique(groups).size)
     report = EvaluationReport(
         model=loaded.config.model.name,
         model_path=loaded.path,
         split=split_name(split) or split,
         splits_file=location,
-        n=len(used),
-        n_groups=int(np.unique(groups).size),
-        threshold=threshold,
+        n=len(scored.samples),
+        n_groups=n_groups,
+        threshold=chosen,
         metrics=metrics,
-        intervals=intervals,
+        intervals={k: v.as_tuple() for k, v in at[0].intervals.items()},
         n_boot=n_boot,
-        confusion=Confusion.from_predictions(labels, probs >= threshold),
-        per_subclass=_per_subclass(used, labels, probs, threshold),
-        synthetic=_synthetic(used),
+        confusion=at[0].confusion,
+        per_subclass=per_subclass(scored.samples, labels, probs, chosen),
+        synthetic=is_synthetic_split(scored.samples),
         out_dir=Path(out_dir),
-        skipped=list(dataset.skipped),
+        at_thresholds=at,
+        calibration=_calibration(loaded, labels, scored.logits[0], calibrated),
+        groups=(
+            _group_level(groups, labels, probs, chosen, group_rule, group_cutoff, n_boot)
+            if n_groups < len(scored.samples)
+            else None
+        ),
+        tta=_tta_effect(labels, probs, plain, chosen, groups, n_boot, views) if tta else None,
+        warnings=[w for w in [few_units_warning(len(scored.samples), n_groups)] if w],
+        skipped=scored.skipped,
     )
-    _write_outputs(report, used, labels, probs)
+    write_outputs(report, scored.samples, labels, probs, scored.logits[0],
+                  _reliability_drawer(loaded, labels, scored.logits[0], calibrated))  # fmt: skip
+    if update_card:
+        _update_card(loaded, report)
     return report
 
 
-def _write_outputs(
-    report: EvaluationReport, samples: list[Sample], labels: np.ndarray, probs: np.ndarray
-) -> None:
-    out = report.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    report.files = {key: out / name for key, name in FILES.items()}
-    title = f"{report.model}, {report.split} split (n={report.n})"
-    if report.synthetic:
-        title += f"\n{SYNTHETIC_STAMP.upper()}"
-    _write_predictions(report.files["predictions"], samples, probs, report.threshold)
-    confusion_matrix_plot(report.confusion.as_matrix(), report.files["confusion_matrix"],
-                          f"{title}\nthreshold {report.threshold:g}")  # fmt: skip
-    fpr, tpr = roc_curve(labels, probs)
-    roc_plot(fpr, tpr, report.metrics["auroc"], report.files["roc"], title)
-    report.files["metrics"].write_text(to_json(report.to_dict()))
-    log.info("wrote evaluation of %s on %d %s images to %s", report.model, report.n, report.split, out)
+def _update_card(loaded: LoadedModel, report: EvaluationReport) -> None:
+    """The card states test results only: those of the export's own calibrated predictions."""
+    from raylung.artifacts.model_card import record_test_evaluation
+
+    if loaded.source != "export" or report.split != "test" or report.tta:
+        raise ConfigError("--update-card records a plain, calibrated test-split evaluation of an export")
+    report.files["model_card"] = record_test_evaluation(loaded.path, report.to_dict())
+
+
+def _threshold_source(loaded: LoadedModel) -> str:
+    point = loaded.manifest.get("operating_point")
+    if not point:
+        return "default (0.5)" if loaded.source == "checkpoint" else "export"
+    if point.get("reason"):
+        return f"export: {point.get('rule')} (fallback: {point['reason'][:80]})"
+    target = f" >= {point['target']:g}" if point.get("target") is not None else ""
+    return f"export: {point.get('rule')}{target} on {point.get('split', 'validation')}"
+
+
+def _at_threshold(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, source: str, groups: np.ndarray, n_boot: int
+) -> AtThreshold:
+    intervals = metric_intervals(labels, probs, threshold, groups=groups, level=CI_LEVEL, n_boot=n_boot)
+    metrics = binary_metrics(labels, probs, threshold)
+    metrics["specificity"] = intervals["specificity"].estimate
+    return AtThreshold(
+        threshold, source, metrics, intervals, Confusion.from_predictions(labels, probs >= threshold)
+    )
+
+
+def _bce(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Unweighted binary cross-entropy of the reported probabilities (calibrated, TTA-averaged)."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def _calibration(
+    loaded: LoadedModel, labels: np.ndarray, logits: np.ndarray, calibrated: bool
+) -> dict[str, Any]:
+    """ECE and Brier on this split, of the raw sigmoid and of the export's temperature."""
+    temperature = loaded.temperature if calibrated else 1.0
+    raw, scaled = apply_temperature(logits), apply_temperature(logits, temperature)
+    return {
+        "temperature": temperature,
+        "fitted_on": loaded.manifest.get("calibration", {}).get("fitted_on"),
+        "ece_bins": int(reliability_bins(labels, raw).count.size),
+        "ece_raw": reliability_bins(labels, raw).ece,
+        "ece_calibrated": reliability_bins(labels, scaled).ece,
+        "brier_raw": brier_score(labels, raw),
+        "brier_calibrated": brier_score(labels, scaled),
+    }
+
+
+def _reliability_drawer(
+    loaded: LoadedModel, labels: np.ndarray, logits: np.ndarray, calibrated: bool
+) -> Callable[[Path, str], Path]:
+    def draw(path: Path, title: str) -> Path:
+        from raylung.plots import reliability_diagram
+
+        raw = reliability_bins(labels, apply_temperature(logits))
+        curves = {f"raw sigmoid (ECE {raw.ece:.3f})": (raw.probability, raw.frequency, raw.count)}
+        temperature = loaded.temperature if calibrated else 1.0
+        if temperature != 1.0:
+            scaled = reliability_bins(labels, apply_temperature(logits, temperature))
+            label = f"T = {temperature:.3g} (ECE {scaled.ece:.3f})"
+            curves[label] = (scaled.probability, scaled.frequency, scaled.count)
+        return reliability_diagram(raw.edges, curves, path, title)
+
+    return draw
+
+
+def _group_level(
+    groups: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    rule: GroupRule,
+    cutoff: float,
+    n_boot: int,
+) -> dict[str, Any]:
+    """Each group called by `rule`; metrics over groups, each group one independent unit."""
+    result = group_results([str(g) for g in groups], labels, probs, threshold, rule, cutoff)
+    group_labels = result.labels
+    intervals = (
+        metric_intervals(
+            group_labels, result.scores, result.decision_threshold, level=CI_LEVEL, n_boot=n_boot
+        )
+        if group_labels is not None
+        else {}
+    )
+    return {
+        "rule": rule,
+        "aggregation": result.describe(),
+        "n": len(result.rows),
+        "metrics": result.metrics,
+        "confidence_intervals": {k: [v.low, v.high] for k, v in intervals.items()},
+        "interval_methods": {k: v.method for k, v in intervals.items()},
+    }
+
+
+def _tta_effect(
+    labels: np.ndarray,
+    tta: np.ndarray,
+    plain: np.ndarray,
+    threshold: float,
+    groups: np.ndarray,
+    n_boot: int,
+    views: tuple[str, ...],
+) -> dict[str, Any]:
+    """What averaging over the views changed, with a paired (same images) interval."""
+    delta, intervals = paired_difference_intervals(
+        labels, tta, plain, threshold, n_boot=n_boot, level=CI_LEVEL, groups=groups
+    )
+    return {
+        "views": list(views),
+        "metrics_without_tta": binary_metrics(labels, plain, threshold),
+        "delta": delta,
+        "delta_confidence_intervals": {k: list(v) for k, v in intervals.items()},
+        "delta_method": f"paired group bootstrap ({n_boot})" if n_boot else "none (n_boot 0)",
+    }

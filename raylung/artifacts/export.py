@@ -53,9 +53,11 @@ from raylung.artifacts.loader import (
     sha256,
     to_json,
 )
+from raylung.artifacts.model_card import MODEL_CARD, data_facts, environment, write_model_card
 from raylung.config import RaylungConfig
 from raylung.config.schema import ExportConfig
 from raylung.errors import ConfigError, DataError
+from raylung.plan.effective import effective_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +211,17 @@ def _write_manifest(
         },
         "labels": {"0": "non_cancer", "1": "cancer"},
         **fit.manifest_entries(),  # threshold, calibration, operating_point
+        "pipeline": effective_pipeline(config).to_json(),
+        "data": data_facts(config),
+        "environment": environment(),
+        "model_card": f"{MODEL_CARD} (written from this manifest and the evaluation; not hashed)",
         "decision": "cancer when probability >= threshold",
         "tolerance": {"atol": ATOL, "rtol": RTOL, "checked_batches": list(CHECK_BATCHES)},
         "formats": {"safetensors": {"status": "ok", "file": ckpt.MODEL_FILE}, **results},
         "files": files,
     }
     (staging / MANIFEST_FILE).write_text(to_json(manifest))
+    write_model_card(staging)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:

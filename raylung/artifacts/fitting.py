@@ -2,7 +2,7 @@
 
 The validation split is the data the run already held out for model selection, so fitting
 two more scalars there leaves the test split untouched for reporting. The model is run over it
-with evaluation's own loader and inference (:mod:`raylung.artifacts.evaluate`), so the logits
+with evaluation's own loader and inference (:mod:`raylung.artifacts.evaluation_data`), so the logits
 are exactly those ``raylung evaluate --split validation`` scores.
 
 When the split is out of reach (no splits file in the config, the file or its images moved, a
@@ -30,7 +30,7 @@ from raylung.artifacts.calibration import (
     calibrate,
     expected_calibration_error,
 )
-from raylung.artifacts.evaluate import _predict, _samples
+from raylung.artifacts.evaluation_data import score_samples, split_samples
 from raylung.artifacts.intervals import few_units_warning
 from raylung.artifacts.loader import LoadedModel, inference_device
 from raylung.artifacts.operating_point import (
@@ -158,10 +158,9 @@ def _validation_logits(
     """(labels, logits, groups) of the validation split, by evaluation's own pipeline."""
     loaded = LoadedModel(model, config, {}, source, "checkpoint")
     loaded.require_binary()
-    samples, _ = _samples(loaded, FITTED_ON, None, None)
+    samples, _ = split_samples(loaded, FITTED_ON, None, None)
     try:
-        dataset, predictions = _predict(loaded, samples, batch_size, inference_device(device))
+        scored = score_samples(loaded, samples, batch_size, inference_device(device))
     finally:
         model.cpu()
-    groups = np.array([dataset.samples[i].group for i in predictions.index])
-    return predictions.labels.astype(bool), predictions.logits.astype(np.float64), groups
+    return scored.labels.astype(bool), scored.logits[0], scored.groups

@@ -10,7 +10,8 @@ Only thresholds halfway between two neighbouring distinct probabilities of the s
 and 1) are considered. Every threshold in such a gap classifies the split identically, so this
 loses nothing, and the midpoint keeps a margin from the images the rule was fitted on instead
 of sitting on one of them. Ties of Youden's J go to the lowest threshold, favouring
-sensitivity, as a cancer screen should.
+sensitivity, as a cancer screen should; when no threshold has J > 0 (an uninformative model),
+the rule's fixed value is kept, with the reason.
 
 Reached rates are on the split the threshold was fitted on, so they are optimistic; the test
 split says what the threshold achieves.
@@ -92,7 +93,11 @@ def choose_operating_point(
     candidates = candidate_thresholds(probs)
     sensitivity, specificity = rates_at(labels, probs, candidates)
     if rule.rule == "youden":
-        chosen = candidates[int(np.argmax(sensitivity + specificity))]  # first = lowest on ties
+        best = int(np.argmax(sensitivity + specificity))  # first = lowest on ties
+        if sensitivity[best] + specificity[best] - 1 <= 0:  # no cut beats calling everything one class
+            reason = f"no threshold separates the classes on the {split} split (Youden's J <= 0)"
+            return _point(labels, probs, rule, rule.value, split, reason)
+        chosen = candidates[best]
     elif rule.rule == "sensitivity":
         chosen = candidates[sensitivity >= _reachable(rule.target)].max()
     else:

@@ -1,4 +1,5 @@
-"""`raylung evaluate MODEL --split test`: metrics with bootstrap CIs, per-subclass table, plots."""
+"""`raylung evaluate MODEL --split test`: calibrated metrics at the operating point and at 0.5 with
+stated intervals, calibration, per-group and per-subclass tables, TTA, plots."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 _NAMES = {"accuracy": "accuracy", "precision": "precision", "recall": "recall (sensitivity)",
-          "f1": "F1", "auroc": "AUROC", "loss": "loss (BCE)"}  # fmt: skip
+          "specificity": "specificity", "f1": "F1", "auroc": "AUROC"}  # fmt: skip
 
 
 def _fmt(value: float | None) -> str:
@@ -33,36 +34,77 @@ def evaluate(
         Path | None, typer.Option("--out", "-o", help="Output folder (default: evaluation_<split>).")
     ] = None,
     threshold: Annotated[
-        float, typer.Option("--threshold", min=0.0, max=1.0, help="Cancer when probability >= this.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            "--threshold", min=0.0, max=1.0, help="Cancer when probability >= this (default: the export's)."
+        ),
+    ] = None,
     n_boot: Annotated[
         int, typer.Option("--n-boot", min=0, help="Bootstrap resamples for the 95% CIs (0: none).")
     ] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 32,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: auto).")] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta/--no-tta", help="Also score the mean over flips and rotations.")
+    ] = False,
+    calibrated: Annotated[
+        bool, typer.Option("--calibrated/--raw", help="Apply the export's temperature (default) or not.")
+    ] = True,
+    group_rule: Annotated[
+        str, typer.Option("--group-rule", help="Group call: mean (probability) or fraction (of tiles).")
+    ] = "mean",
+    group_cutoff: Annotated[
+        float, typer.Option("--group-cutoff", min=0.0, max=1.0, help="With fraction: share of cancer tiles.")
+    ] = 0.5,
+    update_card: Annotated[
+        bool, typer.Option("--update-card", help="Record a test evaluation in the export's MODEL_CARD.md.")
+    ] = False,
 ) -> None:
     """Evaluate a model on one split; writes metrics.json, predictions.csv and two PNGs."""
     from raylung.artifacts.evaluate import evaluate as run_evaluation
 
     report = run_evaluation(
         model, split, splits_file=splits, data_root=data_root, out_dir=out or Path(f"evaluation_{split}"),
-        batch_size=batch_size, threshold=threshold, n_boot=n_boot, device=device,
+        batch_size=batch_size, threshold=threshold, n_boot=n_boot, device=device, tta=tta,
+        calibrated=calibrated, group_rule=group_rule, group_cutoff=group_cutoff, update_card=update_card,
     )  # fmt: skip
     console = Console()
     if report.synthetic:
         console.print("[bold red]synthetic demo data: these numbers mean nothing clinically[/]")
-    table = Table(
-        title=f"{report.model} on {report.split}: {report.n} images, {report.n_groups} groups, "
-        f"threshold {report.threshold:g}"
+    for warning in report.warnings:
+        console.print(f"[yellow]{warning}[/]")
+    for at in report.at_thresholds:
+        table = Table(
+            title=f"{report.model} on {report.split}: {report.n} images, {report.n_groups} groups, "
+            f"threshold {at.threshold:.4g} ({at.source})"
+        )
+        for column in ("metric", "value", "95% CI", "how"):
+            table.add_column(column, justify="left" if column in ("metric", "how") else "right")
+        for key, label in _NAMES.items():
+            interval = at.intervals.get(key)
+            ci = f"{_fmt(interval.low)} - {_fmt(interval.high)}" if interval else "-"
+            table.add_row(label, _fmt(at.metrics.get(key)), ci, interval.method if interval else "")
+        console.print(table)
+    cal = report.calibration
+    console.print(
+        f"calibration on {report.split}: temperature {cal['temperature']:.3g}; "
+        f"ECE {_fmt(cal['ece_raw'])} raw, "
+        f"{_fmt(cal['ece_calibrated'])} calibrated; Brier {_fmt(cal['brier_raw'])} raw, "
+        f"{_fmt(cal['brier_calibrated'])} calibrated; loss {_fmt(report.metrics['loss'])}"
     )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("95% CI (groups resampled)", justify="right")
-    for key, label in _NAMES.items():
-        low, high = report.intervals.get(key, (None, None))
-        ci = f"{_fmt(low)} - {_fmt(high)}" if low is not None else "-"
-        table.add_row(label, _fmt(report.metrics.get(key)), ci)
-    console.print(table)
+    if report.groups:
+        g, cis = report.groups, report.groups["confidence_intervals"]
+        cells = [
+            f"{k} {_fmt(v)}" + (f" [{_fmt(cis[k][0])} - {_fmt(cis[k][1])}]" if k in cis else "")
+            for k, v in g["metrics"].items()
+        ]
+        console.print(f"per group ({g['n']} groups; {g['aggregation']}): " + ", ".join(cells))
+    if report.tta:
+        d, ci = report.tta["delta"], report.tta["delta_confidence_intervals"]
+        console.print(f"TTA ({'+'.join(report.tta['views'])}): " + ", ".join(
+            f"{k} {d[k]:+.3f}" + (f" [{ci[k][0]:+.3f}, {ci[k][1]:+.3f}]" if k in ci else "")
+            for k in ("accuracy", "f1", "auroc")
+        ) + f" ({report.tta['delta_method']})")  # fmt: skip
     c = report.confusion
     console.print(f"confusion: TP {c.tp}  FN {c.fn}  TN {c.tn}  FP {c.fp}")
     if report.per_subclass:

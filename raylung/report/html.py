@@ -29,11 +29,12 @@ SECTIONS = {  # id -> heading, in page order
     "test-metrics": "Best model: test metrics",
     "confusion-matrix": "Confusion matrix",
     "roc": "ROC curve",
+    "calibration": "Calibration",
     "per-subclass": "Per-subclass metrics",
     "explainability": "Explainability",
 }
 METRIC_NAMES = {"accuracy": "accuracy", "precision": "precision", "recall": "recall (sensitivity)",
-                "f1": "F1", "auroc": "AUROC", "loss": "loss (BCE)"}  # fmt: skip
+                "specificity": "specificity", "f1": "F1", "auroc": "AUROC", "loss": "loss (BCE)"}  # fmt: skip
 
 CSS = """
 :root { --fg:#1d232a; --muted:#5b6570; --line:#d8dde3; --accent:#2f5d8a; --bg:#ffffff; --soft:#f4f6f8; }
@@ -278,18 +279,27 @@ def _test_metrics(data: ReportData) -> str:
     doc = evaluation.document
     if doc:
         parts.append(note(
-            f"{doc.get('n')} test images in {doc.get('n_groups')} groups, threshold {doc.get('threshold')}, "
-            f"positive class {doc.get('positive_class', 'cancer')}; 95% CIs: "
-            f"{doc.get('confidence', {}).get('method', 'bootstrap')}, "
-            f"{doc.get('confidence', {}).get('n_boot', 0)} resamples"
+            f"{doc.get('n')} test images in {doc.get('n_groups')} groups, positive class "
+            f"{doc.get('positive_class', 'cancer')}; 95% intervals, each saying how it was made"
         ))  # fmt: skip
-        metrics, intervals = doc.get("metrics", {}), doc.get("confidence_intervals", {})
-        rows = []
-        for key, label in METRIC_NAMES.items():
-            low, high = intervals.get(key) or (None, None)
-            ci = f"{fmt(low)} – {fmt(high)}" if low is not None else "–"
-            rows.append([td(label), td(metrics.get(key), numeric=True), td(ci, numeric=True, raw=True)])
-        parts.append(table(["metric", "value", "95% CI"], rows))
+        parts += [note(w) for w in doc.get("warnings", [])]
+        # Older evaluations hold one threshold and bootstrap intervals only.
+        at_thresholds = doc.get("at_thresholds") or [
+            {"threshold": doc.get("threshold"), "source": "", "metrics": doc.get("metrics", {}),
+             "confidence_intervals": doc.get("confidence_intervals", {}), "interval_methods": {}}
+        ]  # fmt: skip
+        for at in at_thresholds:
+            metrics, intervals = {**doc.get("metrics", {}), **at["metrics"]}, at["confidence_intervals"]
+            rows = []
+            for key, label in METRIC_NAMES.items():
+                low, high = intervals.get(key) or (None, None)
+                ci = f"{fmt(low)} – {fmt(high)}" if low is not None else "–"
+                how = at["interval_methods"].get(key, "")
+                rows.append(
+                    [td(label), td(metrics.get(key), numeric=True), td(ci, numeric=True, raw=True), td(how)]
+                )
+            parts.append(f"<h3>threshold {fmt(at['threshold'])} {esc(at['source'])}</h3>")
+            parts.append(table(["metric", "value", "95% CI", "interval"], rows))
     return section("test-metrics", "".join(parts))
 
 
@@ -307,6 +317,17 @@ def _confusion(data: ReportData) -> str:
 
 def _roc(data: ReportData) -> str:
     return section("roc", image(data.evaluation.image("roc.png"), "ROC curve"))
+
+
+def _calibration(data: ReportData) -> str:
+    cal = data.evaluation.document.get("calibration") or {}
+    if not cal:
+        return section("calibration", note("no calibration record (an evaluation from before calibration)"))
+    fitted = f"temperature {fmt(cal.get('temperature'))} (fitted on {cal.get('fitted_on') or 'nothing'})"
+    ece = f"ECE {fmt(cal.get('ece_raw'))} raw, {fmt(cal.get('ece_calibrated'))} calibrated"
+    brier = f"Brier {fmt(cal.get('brier_raw'))} raw, {fmt(cal.get('brier_calibrated'))} calibrated"
+    diagram = image(data.evaluation.image("reliability.png"), "reliability diagram")
+    return section("calibration", note(f"{fitted}; on test: {ece}; {brier}") + diagram)
 
 
 def _per_subclass(data: ReportData) -> str:
@@ -346,7 +367,8 @@ def render(data: ReportData, figures: Figures) -> str:
     """The whole page as one string."""
     body = "".join([
         _header(data), _space(data), _trials(data), _curves(data, figures), _importance(data, figures),
-        _test_metrics(data), _confusion(data), _roc(data), _per_subclass(data), _explain(data),
+        _test_metrics(data), _confusion(data), _roc(data), _calibration(data), _per_subclass(data),
+        _explain(data),
     ])  # fmt: skip
     footer = f"<footer>raylung {esc(data.header.version)} · generated {esc(data.header.generated)}</footer>"
     title = f"raylung report: {data.header.name}"

@@ -71,14 +71,16 @@ def _test_and_explain(outcome: TrainOutcome, run: Tracking) -> None:
     from raylung.artifacts.evaluate import evaluate
     from raylung.explain import explain_test_sample
 
-    outcome.evaluation = evaluate(outcome.export, "test", out_dir=outcome.directory / "test")
+    outcome.evaluation = evaluate(
+        outcome.export, "test", out_dir=outcome.directory / "test", update_card=True
+    )
     outcome.explanations = list(
         explain_test_sample(outcome.export, outcome.config.data.splits_file, outcome.directory / "explain")
     )
     run.summary({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
     images = {
         name: outcome.evaluation.files[name]
-        for name in ("confusion_matrix", "roc")
+        for name in ("confusion_matrix", "roc", "reliability")
         if name in outcome.evaluation.files
     }
     images.update({f"explain/{p.stem}": p for p in outcome.explanations})
