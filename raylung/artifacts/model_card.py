@@ -164,8 +164,8 @@ def _training(config: dict[str, Any], manifest: dict[str, Any], training: dict[s
         f"up to {train.get('epochs')} epochs (patience {train.get('patience')}), seed {train.get('seed')}",
         f"- Augmentation as built: {augment}",
         f"- Effective pipeline digest `{pipeline.get('digest', 'n/a')}`",
-        f"- Best epoch {training.get('best_epoch')} of {training.get('epochs_completed')} by "
-        f"{training.get('monitor')} = {_number(training.get('best_metric'))}"
+        f"- Exported: epoch {training.get('epochs_completed')}; best epoch {training.get('best_epoch')} "
+        f"by {training.get('monitor')} = {_number(training.get('best_metric'))}"
         + (" (stopped early)" if training.get("stopped_early") else ""),
         f"- Validation at the best epoch: accuracy {_number(best.get('val_accuracy'))}, "
         f"F1 {_number(best.get('val_f1'))}, AUROC {_number(best.get('val_auroc'))}",

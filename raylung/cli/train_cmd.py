@@ -72,13 +72,18 @@ def _print_outcome(console: Console, outcome) -> None:
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     if outcome.evaluation is not None:
-        test = Table(title="Test split")
-        test.add_column("metric")
-        test.add_column("value", justify="right")
-        for key, value in outcome.evaluation.metrics.items():
-            if isinstance(value, float):
-                test.add_row(key, f"{value:.4f}")
-        console.print(test)
+        for at in outcome.evaluation.at_thresholds:
+            test = Table(title=f"Test split, threshold {at.threshold:.4g} ({at.source})")
+            for column in ("metric", "value", "95% CI"):
+                test.add_column(column, justify="left" if column == "metric" else "right")
+            for key, value in at.metrics.items():
+                interval = at.intervals.get(key)
+                ci = f"{interval.low:.4f} - {interval.high:.4f}" if interval else "-"
+                test.add_row(key, f"{value:.4f}", ci)
+            console.print(test)
+        card = outcome.evaluation.files.get("model_card")
+        if card:
+            console.print(f"model card: {card}")
     console.print(f"run directory: {outcome.directory}")
     if outcome.export:
         console.print(f"export: {outcome.export}")
