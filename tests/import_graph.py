@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors", "storage", "plots"),
     ("models",),
     ("config",),
-    ("data", "experiment", "tracking", "cluster"),
+    ("data", "slides", "experiment", "tracking", "cluster"),
     ("plan", "artifacts"),
     ("explain",),
     ("train",),

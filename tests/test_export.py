@@ -270,7 +270,8 @@ def test_fitted_threshold_and_temperature_round_trip(ours, tmp_path):
 
 def test_calibrate_false_keeps_temperature_one_but_fits_the_rule(ours, tmp_path):
     checkpoint, _, config = ours
-    settings = ExportConfig(threshold={"rule": "youden"}, calibrate=False)
+    # (Youden would keep 0.5 here: the random test model separates nothing on validation.)
+    settings = ExportConfig(threshold={"rule": "sensitivity", "target": 0.75}, calibrate=False)
     out = export_checkpoint(checkpoint, tmp_path / "export", formats=[], settings=settings)
     loaded = load_export(out)
     calibration = loaded.manifest["calibration"]

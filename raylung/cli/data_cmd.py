@@ -1,5 +1,7 @@
 """``raylung data split|check|preview|demo``: parse, build a DataConfig, call raylung.data, print.
 
+``raylung data tile`` (whole slides) lives in :mod:`raylung.cli.slides_cmd` and is added here.
+
 Options override the ``data:`` section of ``--config FILE.yaml``; the result is validated once
 as a :class:`~raylung.config.DataConfig`. Exit status: 0 ok, 1 ``check`` found leakage (or
 unreadable files with ``on_bad_image: error``), 2 a user error (printed as one line by main).
@@ -233,4 +235,7 @@ def demo_command(
 
 
 def register(app: typer.Typer) -> None:
+    from raylung.cli.slides_cmd import tile_command  # whole slides: their own module
+
+    data_app.command("tile")(tile_command)
     app.add_typer(data_app, name="data")

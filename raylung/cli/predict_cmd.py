@@ -16,7 +16,9 @@ def predict(
     inputs: Annotated[
         list[Path], typer.Argument(metavar="IMAGE_OR_FOLDER", help="Image files and/or folders.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")] = Path("predictions.csv"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="CSV to write (slides: a folder, default slide_predictions).")
+    ] = Path("predictions.csv"),
     threshold: Annotated[
         float | None,
         typer.Option(
@@ -64,9 +66,41 @@ def predict(
     group_cutoff: Annotated[
         float, typer.Option("--group-cutoff", min=0.0, max=1.0, help="Cutoff of the fraction rule.")
     ] = 0.5,
+    slides: Annotated[
+        bool,
+        typer.Option(
+            "--slides",
+            help="Inputs are whole slides (automatic for .svs/.ndpi/.mrxs/.scn/.bif/.vms): tile them "
+            "like `data tile`, write tiles.csv, slides.csv (--group-rule) and heatmaps to the --out folder.",
+        ),
+    ] = False,
+    mpp: Annotated[
+        float | None, typer.Option("--mpp", help="Slides: microns per pixel (default 0.5).")
+    ] = None,
+    level: Annotated[int | None, typer.Option("--level", help="Slides: pyramid level.")] = None,
+    downsample: Annotated[float | None, typer.Option("--downsample", help="Slides: downsample.")] = None,
+    min_tissue: Annotated[float, typer.Option("--min-tissue", help="Slides: least tissue per tile.")] = 0.5,
 ) -> None:
-    """Write path, probability, label, logit, runtime and TTA views for every readable image."""
+    """Write path, probability, label, logit, runtime and TTA views for every readable image.
+
+    With whole slides, score their tissue tiles and write one score per slide and a heatmap.
+    """
     from raylung.artifacts.predict import predict as run_prediction
+    from raylung.cli.slides_cmd import WSI_ONLY, predict_slides_command
+
+    if slides or all(p.is_file() and p.suffix.lower() in WSI_ONLY for p in inputs):
+        if tta or runtime != "torch" or group_by:
+            from raylung.errors import ConfigError
+
+            raise ConfigError(
+                "whole-slide prediction runs torch without TTA or --group-by (slides are the groups)"
+            )
+        out = Path("slide_predictions") if out == Path("predictions.csv") else out
+        spec = dict(mpp=mpp, level=level, downsample=downsample, min_tissue=min_tissue)
+        predict_slides_command(
+            export, inputs, out, spec, threshold, batch_size, device, group_rule, group_cutoff
+        )
+        return
 
     summary = run_prediction(
         export, inputs, out, threshold=threshold, batch_size=batch_size, recursive=recursive, device=device,

@@ -102,6 +102,10 @@ class DataConfig(StrictModel):
     cache_dir: Path | None = None
     on_bad_image: Literal["error", "skip"] = "error"
     loader_workers: int = Field(2, ge=0, le=64)
+    # Stain normalisation of RGB H&E tiles before any augmentation (raylung.data.stain_normalize),
+    # fitted on `stain_reference`, else on the first training image by path order. Searchable.
+    stain_normalize: Literal["none", "macenko", "reinhard"] = "none"
+    stain_reference: Path | None = None
     augment: AugmentConfig = AugmentConfig()
 
     @field_validator("image_size")
@@ -122,6 +126,12 @@ class DataConfig(StrictModel):
             except re.error as exc:
                 raise ValueError(f"group_regex does not compile: {exc}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _stain_needs_rgb(self) -> DataConfig:
+        if self.stain_normalize != "none" and self.in_chans != 3:
+            raise ValueError(f"data.stain_normalize {self.stain_normalize} needs RGB input (in_chans: 3)")
+        return self
 
 
 # One-component-removed variants of ResNet-ours (search_spaces/ablation.yaml): each names the
@@ -375,6 +385,7 @@ SEARCHABLE_FIELDS: frozenset[str] = frozenset(
         "data.image_size",
         "data.keep_aspect",
         "data.train_fraction",
+        "data.stain_normalize",
     }
     | {f"data.augment.{name}" for name in AugmentConfig.model_fields}
 )

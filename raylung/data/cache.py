@@ -5,7 +5,10 @@ trial would repeat it. The cache keeps one ``.npy`` (uint8 HxWxC, ``in_chans`` c
 augmented) per (source file, size, resize rule). The key hashes the source's absolute path, byte
 size and mtime with ``image_size``, ``keep_aspect``, ``in_chans`` and the decoder version, so
 editing or touching a source, or changing the size, makes a new entry; stale entries are never
-read (delete the folder to reclaim space).
+read (delete the folder to reclaim space). With ``data.stain_normalize`` the entry holds the
+normalised tile and the key adds the method, reference and fitted numbers (``none`` adds
+nothing, so its entries stay valid); :meth:`ImageCache.get` marks such tiles so the transform
+does not normalise them again.
 
 Location: ``data.cache_dir``, else ``$RAYLUNG_CACHE_DIR``, else ``~/.cache/raylung``; entries
 under ``images-v1/``. Safe for concurrent builders (several trials, loader processes): an entry
@@ -30,6 +33,7 @@ from filelock import FileLock
 
 from raylung.config import DataConfig
 from raylung.data.images import UnreadableImageError, load_image
+from raylung.data.stain_normalize import StainNormalizedImage, stain_normalizer
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "images-v1"  # bump when decoding or resizing rules change
@@ -57,6 +61,7 @@ class ImageCache:
         self.size = tuple(cfg.image_size)
         self.keep_aspect = cfg.keep_aspect
         self.in_chans = cfg.in_chans
+        self.stain = stain_normalizer(cfg)
 
     def key(self, path: str | Path) -> str:
         source = Path(path).resolve()
@@ -66,6 +71,8 @@ class ImageCache:
             raise UnreadableImageError(path, f"cannot stat: {exc}") from exc
         identity = [CACHE_VERSION, str(source), stat.st_size, stat.st_mtime_ns,
                     list(self.size), self.keep_aspect, self.in_chans]  # fmt: skip
+        if self.stain is not None:
+            identity.append(self.stain.identity)
         return hashlib.sha1(json.dumps(identity).encode()).hexdigest()
 
     def entry(self, path: str | Path) -> Path:
@@ -75,7 +82,7 @@ class ImageCache:
     def get(self, path: str | Path) -> np.ndarray:
         """The resized image, read from the cache or decoded and stored now."""
         image, _ = self._ensure(path)
-        return image
+        return image if self.stain is None else image.view(StainNormalizedImage)
 
     def build(self, paths: list[str], workers: int | None = None) -> CacheBuild:
         """Make sure every path has an entry; returns counts and the unreadable files."""
@@ -120,6 +127,8 @@ class ImageCache:
                 raise UnreadableImageError(path, marker.read_text())
             try:
                 image = load_image(path, self.in_chans, self.size, self.keep_aspect)
+                if self.stain is not None:
+                    image = self.stain(image)
             except UnreadableImageError as exc:
                 _atomic_write(marker, exc.reason.encode())
                 raise

@@ -1,6 +1,7 @@
 """Image pipelines: one builder for training and evaluation, augmentation only in training.
 
-Order: fit to ``image_size`` (a no-op on cached images) -> geometry -> colour -> degradations
+Order: stain normalisation (``data.stain_normalize``, every split; done once by the cache when it
+is on) -> fit to ``image_size`` (a no-op on cached images) -> geometry -> colour -> degradations
 -> normalise -> CxHxW float32 tensor. Each AugmentConfig strength is the probability of one
 transform; the magnitudes are fixed here (and tabled in docs/data.md):
 
@@ -40,6 +41,7 @@ from raylung.config import DataConfig
 from raylung.data.images import resize_to
 from raylung.data.policies import resolve_strengths
 from raylung.data.stain import HEDJitter, IntensityJitter
+from raylung.data.stain_normalize import is_stain_normalized, stain_normalizer
 from raylung.errors import DataError
 
 # ImageNet statistics: what the pretrained timm baselines expect; harmless when training from
@@ -131,6 +133,8 @@ class ImageTransform:
 
     def __init__(self, cfg: DataConfig, train: bool) -> None:
         self.train = train
+        # Outside the Compose: deterministic, and skipped for tiles the cache already normalised.
+        self.stain = stain_normalizer(cfg)
         steps: list[BasicTransform] = [FitToSize(cfg.image_size, cfg.keep_aspect)]
         if train:
             steps += augmentations(cfg)
@@ -151,6 +155,9 @@ class ImageTransform:
 
     def augment(self, image: np.ndarray) -> np.ndarray:
         """Resize and (in training) augment, still uint8 HxWxC: what the preview shows."""
+        if self.stain is not None and not is_stain_normalized(image):
+            image = self.stain(image)
+        image = np.asarray(image)  # drop the cache's StainNormalizedImage marker
         if image.ndim == 2:
             image = image[:, :, None]
         out = self.compose(image=image)["image"]

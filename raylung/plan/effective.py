@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from raylung.config import RaylungConfig
+from raylung.config import DataConfig, RaylungConfig
 
 PIPELINE_FILE = "pipeline.json"
 
@@ -90,6 +90,8 @@ def effective_pipeline(cfg: RaylungConfig) -> EffectivePipeline:
             "train_fraction": data.train_fraction,
             "mean": [round(v, 6) for v in mean],
             "std": [round(v, 6) for v in std],
+            # only when on, so pipelines recorded before stain normalisation keep their digest
+            **_stain_input(data),
         },
         augment={name: float(t.p) for name, t in named_augmentations(data)},
         model=model_identity(cfg.model.model_dump_json(), data.in_chans),
@@ -104,6 +106,14 @@ def effective_pipeline(cfg: RaylungConfig) -> EffectivePipeline:
             "seed": train.seed,
         },
     )
+
+
+def _stain_input(data: DataConfig) -> dict[str, Any]:
+    """The stain normalisation as configured (a null reference: drawn from the training split)."""
+    if data.stain_normalize == "none":
+        return {}
+    reference = None if data.stain_reference is None else str(data.stain_reference)
+    return {"stain_normalize": data.stain_normalize, "stain_reference": reference}
 
 
 @lru_cache(maxsize=256)
