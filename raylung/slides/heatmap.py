@@ -2,7 +2,8 @@
 
 Each tile's probability paints its box on a thumbnail-sized grid (NaN where no tile was
 scored: background, or too little tissue), shown with a fixed 0..1 colour scale so heatmaps of
-different slides compare, over the thumbnail at partial opacity so the tissue stays visible.
+different slides compare, over the thumbnail (in grey) at partial opacity so the tissue stays
+visible: red is cancer, blue is not.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def write_heatmap(
     grid = probability_grid(boxes, probabilities, thumbnail.shape[:2], scale)
     height, width = thumbnail.shape[:2]
     figure, axis = plt.subplots(figsize=(8, 8 * height / width + 0.6), dpi=100)
-    axis.imshow(thumbnail)
-    shown = axis.imshow(np.ma.masked_invalid(grid), cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.55)
+    # The slide in grey, so the overlay's colours read as probabilities rather than mixing with
+    # the stain's (a pale "high" over dark violet tissue would look grey).
+    axis.imshow(np.asarray(thumbnail, dtype=np.float32)[..., :3].mean(axis=2), cmap="gray", vmin=0, vmax=255)
+    shown = axis.imshow(np.ma.masked_invalid(grid), cmap="RdYlBu_r", vmin=0.0, vmax=1.0, alpha=0.6)
     figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.02, label="P(cancer), calibrated")
     axis.set_title(title, fontsize=10)
     axis.set_axis_off()
