@@ -35,7 +35,7 @@ from raylung.artifacts.groups import GroupRule, check_rule, group_results
 from raylung.artifacts.intervals import few_units_warning, metric_intervals
 from raylung.artifacts.loader import LoadedModel, inference_device, load_export
 from raylung.artifacts.metrics import Confusion, binary_metrics, paired_difference_intervals
-from raylung.artifacts.tta import tta_views
+from raylung.artifacts.tta import average_views, tta_views
 from raylung.data.naming import split_name
 from raylung.errors import ConfigError
 
@@ -95,7 +95,7 @@ def evaluate(
     labels, groups = scored.labels, scored.groups
     check_rule(group_rule, threshold if threshold is not None else loaded.threshold, group_cutoff)
     plain = loaded.probabilities(scored.logits[0], calibrated)
-    probs = loaded.probabilities(scored.logits, calibrated).mean(axis=0) if tta else plain
+    probs = average_views(scored.logits, lambda z: loaded.probabilities(z, calibrated)) if tta else plain
 
     chosen = threshold if threshold is not None else loaded.threshold
     source = "given" if threshold is not None else _threshold_source(loaded)
@@ -105,6 +105,7 @@ def evaluate(
     at = [_at_threshold(labels, probs, t, s, groups, n_boot) for t, s in reported]
     metrics = dict(at[0].metrics, loss=_bce(labels, probs))
     n_groups = int(np.unique(groups).size)
+    calibration, draw_reliability = _calibration(loaded, labels, scored.logits[0], calibrated)
     report = EvaluationReport(
         model=loaded.config.model.name,
         model_path=loaded.path,
@@ -121,7 +122,7 @@ def evaluate(
         synthetic=is_synthetic_split(scored.samples),
         out_dir=Path(out_dir),
         at_thresholds=at,
-        calibration=_calibration(loaded, labels, scored.logits[0], calibrated),
+        calibration=calibration,
         groups=(
             _group_level(groups, labels, probs, chosen, group_rule, group_cutoff, n_boot)
             if n_groups < len(scored.samples)
@@ -131,8 +132,7 @@ def evaluate(
         warnings=[w for w in [few_units_warning(len(scored.samples), n_groups)] if w],
         skipped=scored.skipped,
     )
-    write_outputs(report, scored.samples, labels, probs, scored.logits[0],
-                  _reliability_drawer(loaded, labels, scored.logits[0], calibrated))  # fmt: skip
+    write_outputs(report, scored.samples, labels, probs, scored.logits[0], draw_reliability)
     if update_card:
         _update_card(loaded, report)
     return report
@@ -176,37 +176,38 @@ def _bce(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def _calibration(
     loaded: LoadedModel, labels: np.ndarray, logits: np.ndarray, calibrated: bool
-) -> dict[str, Any]:
-    """ECE and Brier on this split, of the raw sigmoid and of the export's temperature."""
+) -> tuple[dict[str, Any], Callable[[Path, str], Path]]:
+    """ECE and Brier on this split, of the raw sigmoid and of the export's temperature, and
+    the drawer of their reliability diagram (from the same bins)."""
     temperature = loaded.temperature if calibrated else 1.0
     raw, scaled = apply_temperature(logits), apply_temperature(logits, temperature)
-    return {
+    raw_bins, scaled_bins = reliability_bins(labels, raw), reliability_bins(labels, scaled)
+    document = {
         "temperature": temperature,
         "fitted_on": loaded.manifest.get("calibration", {}).get("fitted_on"),
-        "ece_bins": int(reliability_bins(labels, raw).count.size),
-        "ece_raw": reliability_bins(labels, raw).ece,
-        "ece_calibrated": reliability_bins(labels, scaled).ece,
+        "ece_bins": int(raw_bins.count.size),
+        "ece_raw": raw_bins.ece,
+        "ece_calibrated": scaled_bins.ece,
         "brier_raw": brier_score(labels, raw),
         "brier_calibrated": brier_score(labels, scaled),
     }
 
-
-def _reliability_drawer(
-    loaded: LoadedModel, labels: np.ndarray, logits: np.ndarray, calibrated: bool
-) -> Callable[[Path, str], Path]:
     def draw(path: Path, title: str) -> Path:
         from raylung.plots import reliability_diagram
 
-        raw = reliability_bins(labels, apply_temperature(logits))
-        curves = {f"raw sigmoid (ECE {raw.ece:.3f})": (raw.probability, raw.frequency, raw.count)}
-        temperature = loaded.temperature if calibrated else 1.0
+        curves = {
+            f"raw sigmoid (ECE {raw_bins.ece:.3f})": (
+                raw_bins.probability,
+                raw_bins.frequency,
+                raw_bins.count,
+            )
+        }
         if temperature != 1.0:
-            scaled = reliability_bins(labels, apply_temperature(logits, temperature))
-            label = f"T = {temperature:.3g} (ECE {scaled.ece:.3f})"
-            curves[label] = (scaled.probability, scaled.frequency, scaled.count)
-        return reliability_diagram(raw.edges, curves, path, title)
+            label = f"T = {temperature:.3g} (ECE {scaled_bins.ece:.3f})"
+            curves[label] = (scaled_bins.probability, scaled_bins.frequency, scaled_bins.count)
+        return reliability_diagram(raw_bins.edges, curves, path, title)
 
-    return draw
+    return document, draw
 
 
 def _group_level(

@@ -39,7 +39,7 @@ from raylung.artifacts.groups import (
     write_group_csv,
 )
 from raylung.artifacts.loader import LoadedModel, inference_device, load_export
-from raylung.artifacts.tta import LogitFn, tta_views, view_logits
+from raylung.artifacts.tta import LogitFn, average_views, tta_views, view_logits
 from raylung.config import DataConfig
 from raylung.data import UnreadableImageError, build_transform, load_image
 from raylung.data.images import drop_alpha, resize_to, to_channels, to_uint8
@@ -253,7 +253,7 @@ def predict(
                     images.append(transform(result))
             if images:
                 logits = view_logits(torch.stack(images).to(device), forward, views)  # (views, images)
-                probs = loaded.probabilities(logits).mean(axis=0)  # calibrated, then averaged
+                probs = average_views(logits, loaded.probabilities)  # calibrated, then averaged
                 for path, logit, prob in zip(good, logits[0], probs, strict=True):
                     label = int(prob >= threshold)
                     writer.writerow([str(path), f"{prob:.6f}", LABEL_NAMES[label], f"{logit:.6f}", runtime,

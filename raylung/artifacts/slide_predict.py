@@ -27,7 +27,7 @@ import torch
 from raylung.artifacts.groups import GroupResults, GroupRule, check_rule, group_results, write_group_csv
 from raylung.artifacts.loader import load_export
 from raylung.artifacts.predict import NO_TTA, _progress, _runtime
-from raylung.artifacts.tta import view_logits
+from raylung.artifacts.tta import average_views, view_logits
 from raylung.config import DataConfig
 from raylung.data import build_transform
 from raylung.data.images import resize_to, to_channels
@@ -117,7 +117,7 @@ def predict_slides(
                         logits = view_logits(
                             torch.stack([transform(t) for t in tiles]).to(torch_device), forward, NO_TTA
                         )
-                        scored.append((logits[0], loaded.probabilities(logits).mean(axis=0)))
+                        scored.append((logits[0], average_views(logits, loaded.probabilities)))
                         bar.advance(task, len(batch))
                     bar.remove_task(task)
             except SlideError as exc:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["ALL_VIEWS", "apply_view", "tta_probabilities", "tta_views", "view_logits"]
+__all__ = ["ALL_VIEWS", "apply_view", "average_views", "tta_probabilities", "tta_views", "view_logits"]
 
 ALL_VIEWS: tuple[str, ...] = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270")
 _SQUARE_ONLY = frozenset({"rot90", "rot270"})
@@ -107,5 +107,13 @@ def tta_probabilities(
             the plain sigmoid.
         views: default :func:`tta_views` of the batch's size.
     """
+    return average_views(view_logits(batch, model, views), probabilities)
+
+
+def average_views(logits: np.ndarray, probabilities: ProbabilityFn | None = None) -> np.ndarray:
+    """Mean P(cancer) over the views of (V, N) logits: each view calibrated, then averaged.
+
+    The one place TTA averages, for predict, slide predict and evaluate alike.
+    """
     to_probability = probabilities or _sigmoid
-    return np.asarray(to_probability(view_logits(batch, model, views)), dtype=np.float64).mean(axis=0)
+    return np.asarray(to_probability(logits), dtype=np.float64).mean(axis=0)
