@@ -15,13 +15,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from raylung.artifacts.loader import LoadedModel
-from raylung.artifacts.tta import view_logits
+from raylung.artifacts.tta import NO_TTA, view_logits
 from raylung.data import LungDataset, Sample, SplitSet, is_synthetic, worker_init_fn
 from raylung.data.files import MAX_LISTED
 from raylung.data.naming import split_name
 from raylung.errors import ConfigError, DataError
 
-PLAIN = ("identity",)
+PLAIN = NO_TTA
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from raylung.artifacts.groups import (
     write_group_csv,
 )
 from raylung.artifacts.loader import LoadedModel, inference_device, load_export
-from raylung.artifacts.tta import LogitFn, average_views, tta_views, view_logits
+from raylung.artifacts.tta import NO_TTA, LogitFn, average_views, tta_views, view_logits
 from raylung.config import DataConfig
 from raylung.data import UnreadableImageError, build_transform, load_image
 from raylung.data.images import drop_alpha, resize_to, to_channels, to_uint8
@@ -54,7 +54,6 @@ PREDICT_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"
 CSV_COLUMNS = ("path", "probability_cancer", "predicted_label", "logit", "runtime", "tta")
 Runtime = Literal["torch", "onnx"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
-NO_TTA = ("identity",)
 
 
 @dataclass
@@ -146,14 +145,14 @@ def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
         yield paths[start : start + size]
 
 
-def _progress(enabled: bool) -> Progress:
+def progress_bar(enabled: bool) -> Progress:
     return Progress(
         TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=Console(stderr=True), transient=True, disable=not enabled,
     )  # fmt: skip
 
 
-def _runtime(
+def logit_runtime(
     loaded: LoadedModel, runtime: str, device: str | torch.device | None
 ) -> tuple[LogitFn, torch.device]:
     """The forward pass (batch -> logits) and the device its input batches go to."""
@@ -216,7 +215,7 @@ def predict(
     check_rule(group_rule, threshold, group_cutoff)
     paths = find_images(inputs, recursive)
     keys = dict(zip(paths, group_keys(paths, group_by), strict=True)) if group_by is not None else {}
-    forward, device = _runtime(loaded, runtime, device)
+    forward, device = logit_runtime(loaded, runtime, device)
     data = loaded.config.data
     transform = build_transform(data, train=False)
     views = tta_views(data.image_size[1], data.image_size[0]) if tta else NO_TTA
@@ -237,7 +236,7 @@ def predict(
     with (
         open(summary.out_csv, "w", newline="") as handle,
         ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool,  # decoders release the GIL
-        _progress(progress) as bar,
+        progress_bar(progress) as bar,
         torch.no_grad(),
     ):
         writer = csv.writer(handle)

@@ -26,8 +26,8 @@ import torch
 
 from raylung.artifacts.groups import GroupResults, GroupRule, check_rule, group_results, write_group_csv
 from raylung.artifacts.loader import load_export
-from raylung.artifacts.predict import NO_TTA, _progress, _runtime
-from raylung.artifacts.tta import average_views, view_logits
+from raylung.artifacts.predict import logit_runtime, progress_bar
+from raylung.artifacts.tta import NO_TTA, average_views, view_logits
 from raylung.config import DataConfig
 from raylung.data import build_transform
 from raylung.data.images import resize_to, to_channels
@@ -94,14 +94,14 @@ def predict_slides(
     check_rule(rule, threshold, cutoff)
     data = loaded.config.data
     spec = (spec or TileSpec()).model_copy(update={"size": tuple(data.image_size)})
-    forward, torch_device = _runtime(loaded, "torch", device)
+    forward, torch_device = logit_runtime(loaded, "torch", device)
     transform = build_transform(data, train=False)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     summary = SlidePredictionSummary(out, threshold, out / "tiles.csv")
     keys: list[str] = []
     probs: list[float] = []
-    with open(summary.tiles_csv, "w", newline="") as handle, _progress(progress) as bar, torch.no_grad():
+    with open(summary.tiles_csv, "w", newline="") as handle, progress_bar(progress) as bar, torch.no_grad():
         writer = csv.writer(handle)
         writer.writerow(TILE_COLUMNS)
         for path in slides:

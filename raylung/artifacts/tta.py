@@ -25,7 +25,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["ALL_VIEWS", "apply_view", "average_views", "tta_probabilities", "tta_views", "view_logits"]
+__all__ = [
+    "ALL_VIEWS",
+    "NO_TTA",
+    "apply_view",
+    "average_views",
+    "tta_probabilities",
+    "tta_views",
+    "view_logits",
+]
 
 ALL_VIEWS: tuple[str, ...] = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270")
 _SQUARE_ONLY = frozenset({"rot90", "rot270"})
@@ -34,6 +42,9 @@ _QUARTER_TURNS = {"rot90": 1, "rot180": 2, "rot270": 3}
 # A model, a TorchScript/ONNX wrapper or any function from an (N, C, H, W) batch to N logits.
 LogitFn = Callable[[torch.Tensor], torch.Tensor | np.ndarray]
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
+
+
+NO_TTA = ("identity",)  # the image as given: plain inference through the same code
 
 
 def tta_views(height: int, width: int) -> tuple[str, ...]:
