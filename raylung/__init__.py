@@ -3,6 +3,9 @@
 Implements the attention ResNet of Kim & Kang (2023), "A Study on the Classification of
 Cancers with Lung Cancer Pathological Images Using Deep Neural Networks and Self-Attention
 Structures", and tunes it at scale with Ray Train, Ray Tune, Optuna and Weights & Biases.
+
+The Python API for notebooks and other programs is :mod:`raylung.api`
+(``from raylung import api``; ``api.tune(...)``, ``api.load_predictor(...)``).
 """
 
 from raylung._version import __version__

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raylung"
 # Lowest first. A unit is the first name under ``raylung`` (a subpackage or a top-level module);
 # ``raylung`` itself is the package's public face and sits on top.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors", "storage", "plots"),
+    ("_version", "errors", "extras", "storage", "plots", "progress"),
     ("models",),
     ("config",),
     ("data", "slides", "experiment", "tracking", "cluster"),
@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),
     ("tune",),
     ("workflows", "benchmark", "report"),
+    ("api",),
     ("cli", "__main__", "(root)"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

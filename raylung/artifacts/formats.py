@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from raylung.config import RaylungConfig
+from raylung.extras import has_extra, install_hint
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ def _export_onnx(
             "onnxruntime": ort.__version__}  # fmt: skip
 
 
+# Formats that need an optional extra; a default export skips them, saying which to install.
+NEEDS_EXTRA = {"onnx": "export"}
 _EXPORTERS = {"torch_export": _export_program, "torchscript": _export_torchscript, "onnx": _export_onnx}
 
 
@@ -207,6 +210,10 @@ def export_formats(
     for name in EXPORT_FORMATS:
         if name not in formats:
             results[name] = {"status": "skipped", "reason": "not requested"}
+            continue
+        if name in NEEDS_EXTRA and not has_extra(NEEDS_EXTRA[name]):
+            hint = install_hint(NEEDS_EXTRA[name])
+            results[name] = {"status": "skipped", "reason": f"not installed: {hint}"}
             continue
         notes: list[str] = []
         target = staging / FORMAT_FILES[name]

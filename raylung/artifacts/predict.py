@@ -27,8 +27,6 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from raylung.artifacts.groups import (
     GroupResults,
@@ -45,6 +43,8 @@ from raylung.data import UnreadableImageError, build_transform, load_image
 from raylung.data.images import drop_alpha, resize_to, to_channels, to_uint8
 from raylung.data.naming import LABEL_NAMES
 from raylung.errors import ConfigError, DataError
+from raylung.extras import require_extra
+from raylung.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +145,12 @@ def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
         yield paths[start : start + size]
 
 
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True, disable=not enabled,
-    )  # fmt: skip
-
-
 def logit_runtime(
     loaded: LoadedModel, runtime: str, device: str | torch.device | None
 ) -> tuple[LogitFn, torch.device]:
     """The forward pass (batch -> logits) and the device its input batches go to."""
     if runtime == "onnx":
+        require_extra("export", "--runtime onnx")
         from raylung.artifacts.onnx_runtime import OnnxLogits  # onnxruntime loads only when asked
 
         onnx_device = None if device is None else str(device)
@@ -190,7 +184,7 @@ def predict(
         threshold: probability at or above which the label is ``cancer`` (default: the
             export's stored threshold, ``LoadedModel.threshold``).
         batch_size: images per forward pass.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (:func:`raylung.progress.progress_bar`).
         device: where to run the model (torch default: CUDA when present, else CPU; onnx
             default: CPU, ``cuda`` only with onnxruntime-gpu).
         runtime: ``torch`` (the eager model) or ``onnx`` (the export's model.onnx).
@@ -241,7 +235,7 @@ def predict(
     ):
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        task = bar.add_task("predict", total=len(paths))
+        task = bar.add_task("predicting images", total=len(paths))
         for batch in _batches(paths, batch_size):
             good, images = [], []
             for path, result in zip(batch, pool.map(decode, batch), strict=True):

@@ -26,13 +26,14 @@ import torch
 
 from raylung.artifacts.groups import GroupResults, GroupRule, check_rule, group_results, write_group_csv
 from raylung.artifacts.loader import load_export
-from raylung.artifacts.predict import logit_runtime, progress_bar
+from raylung.artifacts.predict import logit_runtime
 from raylung.artifacts.tta import NO_TTA, average_views, view_logits
 from raylung.config import DataConfig
 from raylung.data import build_transform
 from raylung.data.images import resize_to, to_channels
 from raylung.data.naming import LABEL_NAMES
 from raylung.errors import ConfigError
+from raylung.progress import progress_bar
 from raylung.slides import SlideError, TileSpec, open_slide, plan_tiles, read_tile, write_heatmap
 
 log = logging.getLogger(__name__)

@@ -34,6 +34,9 @@ def explain(
     """Draw each image as the model saw it with its per-stage spatial attention (ResNet-ours) and
     a Grad-CAM of the cancer logit, titled with P(cancer) and the label; index them in JSON."""
     from raylung.explain import INDEX_FILE, explain_images
+    from raylung.extras import require_extra
+
+    require_extra("explain", "raylung explain (Grad-CAM)")
 
     explanations = explain_images(
         export, inputs, out, threshold=threshold, recursive=recursive, batch_size=batch_size, device=device

@@ -31,9 +31,13 @@ def export(
 ) -> None:
     """Write weights, config, metrics, torch.export / TorchScript / ONNX programs and a manifest."""
     from raylung.artifacts.export import export_checkpoint
-    from raylung.artifacts.formats import EXPORT_FORMATS
+    from raylung.artifacts.formats import EXPORT_FORMATS, NEEDS_EXTRA
     from raylung.artifacts.loader import MANIFEST_FILE
+    from raylung.extras import require_extra
 
+    for name in formats or ():  # asked for by name: a missing extra is an error, not a skip
+        if name in NEEDS_EXTRA:
+            require_extra(NEEDS_EXTRA[name], f"--format {name}")
     # A plain line, not a spinner: the exporters' output is captured while they run, and a
     # spinner's refresh thread would be captured with it.
     Console(stderr=True).print(f"exporting {checkpoint} (tracing and checking each format)...")

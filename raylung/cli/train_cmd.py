@@ -34,16 +34,15 @@ def train(
     full: bool = typer.Option(False, "--full", help="With --best: train on train+validation."),
 ) -> None:
     """Train one model with Ray Train (DDP over --num-workers), then export its best epoch."""
-    from raylung.cluster.connect import RayTarget
+    from raylung import api
     from raylung.errors import ConfigError
-    from raylung.workflows import retrain as retrain_flow
-    from raylung.workflows import train as train_flow
 
-    target = RayTarget(address=address, resource_wait_s=resource_wait)
     console = Console()
     if best:
         exp_dir = experiment or (str(config) if config else None)
-        outcome = retrain_flow.retrain_best(exp_dir, storage, target, full=full)
+        outcome = api.train_best(
+            exp_dir, storage=storage, full=full, address=address, resource_wait_s=resource_wait
+        )
     else:
         overrides = list(set_ or [])
         if num_workers is not None:
@@ -58,7 +57,7 @@ def train(
             from raylung.config.loading import load_config
 
             cfg = load_config(config, overrides, allow_search=False).config
-        outcome = train_flow.train(cfg, target, output=output, resume=resume)
+        outcome = api.train(cfg, address=address, output=output, resume=resume, resource_wait_s=resource_wait)
     _print_outcome(console, outcome)
 
 
@@ -87,6 +86,8 @@ def _print_outcome(console: Console, outcome) -> None:
     console.print(f"run directory: {outcome.directory}")
     if outcome.export:
         console.print(f"export: {outcome.export}")
+    for line in outcome.wandb_links.lines() if outcome.wandb_links else ():
+        console.print(line, highlight=False)
     for path in outcome.wandb_dirs:
         console.print(f"W&B offline run: {path}  (upload with `wandb sync {path}`)")
 

@@ -29,37 +29,46 @@ def tune(
     out: Path | None = typer.Option(None, "--out", help="With --dry-run: the JSON-lines file to write."),
 ) -> None:
     """Tune the model: every trial a distributed Ray Train run; the best epoch is exported."""
-    from raylung.cluster.connect import RayTarget
+    from raylung import api
     from raylung.config.loading import load_config
     from raylung.errors import ConfigError
-    from raylung.workflows import tune as workflow
 
     if dry_run:
         if space is None or resume:
             raise ConfigError("--dry-run needs a search space file (and no --resume)")
         _dry_run(load_config(space, _overrides(set_, storage, num_samples)), out)
         return
-    target = RayTarget(address=address, resource_wait_s=resource_wait)
-    if resume:
-        outcome = workflow.resume(resume, target)
-    else:
-        if space is None:
-            raise ConfigError("give a search space (raylung tune search_spaces/smoke.yaml) or --resume DIR")
-        outcome = workflow.tune(load_config(space, _overrides(set_, storage, num_samples)), target)
-    console = Console()
-    console.print(f"experiment: {outcome.experiment.path}")
-    if outcome.best:
+    if not resume and space is None:
+        raise ConfigError("give a search space (raylung tune search_spaces/smoke.yaml) or --resume DIR")
+    config = None if resume else load_config(space, _overrides(set_, storage, num_samples))
+    result = api.tune(config, address=address, resume=resume, resource_wait_s=resource_wait)
+    print_tune_result(Console(), result)
+
+
+def print_tune_result(console: Console, result) -> None:
+    """Where everything is: the experiment, the best trial and export, W&B, and Ray's own view."""
+    console.print(f"experiment: {result.experiment}")
+    if result.best_trial:
         console.print(
-            f"best trial {outcome.best['trial_id']}: {outcome.best['metric']} = "
-            f"{outcome.best['value']:.4f} at epoch {outcome.best['epoch']}"
+            f"best trial {result.best_trial}: {result.metric} = {result.best_value:.4f} at epoch "
+            f"{result.best_epoch}"
         )
-        console.print(f"best export: {outcome.best['export']}")
+        console.print(f"best export: {result.export}")
     else:
         console.print("[red]no trial reported a result[/]")
-    if outcome.wandb_dirs:
-        console.print(
-            f"W&B offline runs: {outcome.experiment.wandb_dir}  (upload with `wandb sync --sync-all` there)"
-        )
+    for line in result.wandb_links.lines() if result.wandb_links else ():
+        console.print(line, highlight=False)
+    if result.wandb_dirs:
+        console.print(f"W&B offline runs: {result.wandb_dir}  (upload with `wandb sync --sync-all` there)")
+    console.print(
+        "from Python, with Ray's own API:\n"
+        "  from ray import tune\n"
+        "  from raylung.tune.tuner import restorable_trainable\n"
+        f"  grid = tune.Tuner.restore({result.tune_dir!r}, trainable=restorable_trainable()).get_results()\n"
+        "  grid.get_dataframe()",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print("retrain and test the best configuration with: raylung train --best")
 
 

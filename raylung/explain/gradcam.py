@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from raylung.extras import require_extra
 from raylung.models import gradcam_target_layer
 
 __all__ = ["CANCER_LOGIT", "gradcam_maps"]
@@ -37,6 +36,10 @@ def gradcam_maps(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     """
     if images.ndim != 4:
         raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+    require_extra("explain", "Grad-CAM")
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     cam = GradCAM(model=model, target_layers=[gradcam_target_layer(model)])
     targets = [ClassifierOutputTarget(CANCER_LOGIT) for _ in range(len(images))]
     try:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from raylung.errors import DataError
+from raylung.extras import install_hint, require_extra
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,13 @@ def open_slide(path: str | Path, backend: str = "auto") -> Slide:
         raise SlideError(path, "file not found")
     if backend not in ("auto", "openslide", "tifffile"):
         raise ValueError(f"backend {backend!r} is not auto, openslide or tifffile")
+    if backend == "openslide":
+        require_extra("wsi", "the OpenSlide backend")
     use_openslide = backend == "openslide" or (backend == "auto" and openslide_available())
     if use_openslide:
         return _open_openslide(path)
     if path.suffix.lower() not in (".tif", ".tiff", ".svs"):
-        raise SlideError(path, "only TIFF/SVS can be read without OpenSlide; pip install 'raylung[wsi]'")
+        raise SlideError(path, f"only TIFF/SVS can be read without OpenSlide; {install_hint('wsi')}")
     return _open_tifffile(path)
 
 

@@ -138,6 +138,19 @@ def _trainable(
     return tune.with_resources(bound, {"CPU": 0, TRIAL_DRIVER_RESOURCE: 1})
 
 
+def restorable_trainable():
+    """A trainable for reading a finished search with Ray's own API, without raylung's driver::
+
+        tune.Tuner.restore(TUNE_DIR, trainable=restorable_trainable()).get_results()
+
+    Ray only needs it to rebuild the Tuner; reading results runs nothing. To continue a
+    search, use ``raylung tune --resume`` (it binds the trial's config and tracking again).
+    """
+    from ray import tune
+
+    return tune.with_resources(run_trial, {"CPU": 0, TRIAL_DRIVER_RESOURCE: 1})
+
+
 def _run_template(prepared: PreparedSearch) -> dict[str, Any]:
     """What every trial's tracked run shares: project, mode, group (the experiment), folder."""
     mode = resolve_mode(prepared.base.wandb)

@@ -14,6 +14,7 @@ from raylung.cluster.connect import RayTarget
 from raylung.config import RaylungConfig
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
+from raylung.extras import has_extra, install_hint
 from raylung.plan.effective import EffectivePipeline, effective_pipeline
 from raylung.tracking import Tracking
 from raylung.train.launcher import RunLocation
@@ -74,9 +75,12 @@ def _test_and_explain(outcome: TrainOutcome, run: Tracking) -> None:
     outcome.evaluation = evaluate(
         outcome.export, "test", out_dir=outcome.directory / "test", update_card=True
     )
-    outcome.explanations = list(
-        explain_test_sample(outcome.export, outcome.config.data.splits_file, outcome.directory / "explain")
-    )
+    if has_extra("explain"):
+        explain_dir = outcome.directory / "explain"
+        splits = outcome.config.data.splits_file
+        outcome.explanations = list(explain_test_sample(outcome.export, splits, explain_dir))
+    else:
+        log.warning("test explanations skipped (Grad-CAM): %s", install_hint("explain"))
     run.summary({f"test_{k}": v for k, v in outcome.evaluation.metrics.items()})
     images = {
         name: outcome.evaluation.files[name]

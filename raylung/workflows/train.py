@@ -1,8 +1,8 @@
 """`raylung train` end to end: one run (new, resumed, or the retrain of a search's best).
 
 A run directory holds the resolved config, the split, Ray Train's checkpoints (``run/``), W&B
-files, plots and the export of the best epoch, so the directory alone is enough to resume,
-evaluate or share the run.
+files, plots, the export of the best epoch and ``raylung.log`` (raylung's and Ray's log lines),
+so the directory alone is enough to resume, evaluate or share the run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raylung.cluster.connect import RayTarget, connect
+from raylung.cluster.run_log import RUN_LOG_FILE
 from raylung.config import RaylungConfig
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
@@ -23,6 +24,7 @@ from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
 from raylung.storage import check_writable
 from raylung.tracking import Tracking, init_kwargs, offline_run_dirs, resolve_mode
 from raylung.tracking.hub import HubRun, tracker_hub
+from raylung.tracking.links import WandbLinks, announce, links_for
 from raylung.train.launcher import RunLocation, check_resources, fit, has_snapshot, prepare_splits
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class TrainOutcome:
     wandb_dirs: list[Path] = field(default_factory=list)
     evaluation: Any = None
     explanations: list[Path] = field(default_factory=list)
+    wandb_links: WandbLinks | None = None  # online runs only
 
 
 def run_spec(cfg: RaylungConfig, directory: Path, job_type: str) -> dict[str, Any] | None:
@@ -135,9 +138,13 @@ def run_training(
     The run is tracked from the driver: each epoch's report reaches it through the tracker
     hub, then the best epoch and whatever `after` adds, all in the one run.
     """
-    connect(target)
+    connect(target, log_file=directory / RUN_LOG_FILE)
     check_resources(cfg, target.wait_s)
     spec = run_spec(cfg, directory, job_type)
+    links = None
+    if spec is not None:
+        links = links_for(cfg.wandb, spec["mode"], spec["group"], {spec["name"]: spec["id"]})
+        announce(links)
     with tracker_hub(spec is not None) as hub:
         run = HubRun(hub, directory.name, spec)
         result = fit(
@@ -159,6 +166,7 @@ def run_training(
         run.finish()
     if spec is not None and spec["mode"] == "offline":
         outcome.wandb_dirs = offline_run_dirs(directory / "wandb")
+    outcome.wandb_links = links
     experiment.sync_up()
     return outcome
 

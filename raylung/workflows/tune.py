@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from raylung.cluster.connect import RayTarget, connect
+from raylung.cluster.run_log import RUN_LOG_FILE
 from raylung.config.loading import LoadedConfig
 from raylung.experiment import Experiment
 from raylung.plan.space_check import require_sound_space
 from raylung.storage import check_writable
 from raylung.tracking import offline_run_dirs, resolve_mode
+from raylung.tracking.links import WandbLinks, announce, links_for
 from raylung.train.launcher import check_data
 from raylung.tune import tuner
 from raylung.tune.results import (
@@ -34,6 +36,7 @@ class TuneOutcome:
     trials: list[TrialSummary]
     best: dict[str, Any] | None
     wandb_dirs: list[Path]
+    wandb_links: WandbLinks | None = None  # online searches only: project, group, best trial's run
 
 
 def tune(loaded: LoadedConfig, target: RayTarget = RayTarget()) -> TuneOutcome:
@@ -47,6 +50,7 @@ def tune(loaded: LoadedConfig, target: RayTarget = RayTarget()) -> TuneOutcome:
     resolve_mode(loaded.config.wandb)  # fail now, not after an hour, when online W&B lacks credentials
     prepared = start(loaded, loaded.config.experiment.name, target)
     log.info("experiment %s", prepared.experiment.path)
+    announce(_links(prepared))
     grid = tuner.run(prepared, target.wait_s)
     return finish(prepared, grid)
 
@@ -65,7 +69,7 @@ def start(loaded: LoadedConfig, name: str, target: RayTarget) -> tuner.PreparedS
     experiment = Experiment.new(cfg.experiment.storage, name)
     with experiment.discarded_on_failure():
         prepared = tuner.prepare(loaded, experiment, split_set)
-        connect(target)
+        connect(target, log_file=experiment.local / RUN_LOG_FILE)
         tuner.check_start(prepared, target.wait_s)
     return prepared
 
@@ -74,7 +78,8 @@ def resume(experiment_dir: str | Path, target: RayTarget = RayTarget()) -> TuneO
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume."""
     experiment = Experiment.at(experiment_dir)
     prepared = tuner.reload(experiment)
-    connect(target)
+    connect(target, log_file=experiment.local / RUN_LOG_FILE)
+    announce(_links(prepared))
     grid = tuner.resume(prepared, target.wait_s)
     return finish(prepared, grid)
 
@@ -95,4 +100,12 @@ def finish(prepared: tuner.PreparedSearch, grid: Any) -> TuneOutcome:
     log_wandb_summary(experiment, base, space, trials, best, plots, wandb_mode)
     wandb_dirs = offline_run_dirs(experiment.wandb_dir) if wandb_mode == "offline" else []
     experiment.sync_up()
-    return TuneOutcome(experiment, trials, best, wandb_dirs)
+    links = _links(prepared, best["trial_id"] if best else None)
+    return TuneOutcome(experiment, trials, best, wandb_dirs, links)
+
+
+def _links(prepared: tuner.PreparedSearch, best_trial: str | None = None) -> WandbLinks | None:
+    """The search's W&B project and group (trial runs are named and identified by trial id)."""
+    base = prepared.base
+    runs = {best_trial: best_trial} if best_trial else None
+    return links_for(base.wandb, resolve_mode(base.wandb), prepared.experiment.name, runs)
