@@ -60,6 +60,7 @@ def evaluate(
     group_rule: GroupRule = "mean",
     group_cutoff: float = 0.5,
     update_card: bool = False,
+    progress: bool = True,
 ) -> EvaluationReport:
     """Run the model over `split` and write metrics.json, predictions.csv and the plots.
 
@@ -79,6 +80,7 @@ def evaluate(
         group_rule: how tiles of a group make the group's call (``mean`` or ``fraction``).
         group_cutoff: with ``fraction``: the share of cancer tiles that makes a group cancer.
         update_card: record a test evaluation in the export and rewrite its MODEL_CARD.md.
+        progress: show images cached and scored, of how many, on stderr.
     """
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be within 0..1, got {threshold}")
@@ -91,7 +93,7 @@ def evaluate(
     samples, location = split_samples(loaded, split, splits_file, root)
     height, width = loaded.config.data.image_size[1], loaded.config.data.image_size[0]
     views = tta_views(height, width) if tta else PLAIN
-    scored = score_samples(loaded, samples, batch_size, device, views)
+    scored = score_samples(loaded, samples, batch_size, device, views, progress=progress)
     labels, groups = scored.labels, scored.groups
     check_rule(group_rule, threshold if threshold is not None else loaded.threshold, group_cutoff)
     plain = loaded.probabilities(scored.logits[0], calibrated)

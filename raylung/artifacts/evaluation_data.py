@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader
 
 from raylung.artifacts.loader import LoadedModel
 from raylung.artifacts.tta import NO_TTA, view_logits
-from raylung.data import LungDataset, Sample, SplitSet, is_synthetic, worker_init_fn
+from raylung.data import ImageCache, LungDataset, Sample, SplitSet, is_synthetic, worker_init_fn
 from raylung.data.files import MAX_LISTED
 from raylung.data.naming import split_name
 from raylung.errors import ConfigError, DataError
+from raylung.progress import progress_bar
 
 PLAIN = NO_TTA
 
@@ -92,9 +93,16 @@ def score_samples(
     batch_size: int,
     device: torch.device,
     views: Sequence[str] = PLAIN,
+    progress: bool = False,
 ) -> Scored:
-    """Run the model over `samples` (fp32, eval mode), once per view."""
+    """Run the model over `samples` (fp32, eval mode), once per view.
+
+    ``progress`` shows, on stderr, the images cached (the first evaluation of a split decodes
+    and resizes every image) and then the images scored.
+    """
     data = loaded.config.data
+    if progress and data.cache:  # the dataset's own build below then only finds the entries
+        ImageCache(data).build([s.path for s in samples], progress=True)
     dataset = LungDataset(samples, data, train=False)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=data.loader_workers,
@@ -102,10 +110,13 @@ def score_samples(
     )  # fmt: skip
     model = loaded.model.to(device).eval()
     index, logits, labels = [], [], []
-    for images, batch_labels, batch_index in loader:
-        logits.append(view_logits(images.to(device), model, views))
-        labels.append(np.asarray(batch_labels, dtype=np.float64))
-        index.append(np.asarray(batch_index))
+    with progress_bar(progress) as bar:
+        task = bar.add_task("scoring images", total=len(dataset))
+        for images, batch_labels, batch_index in loader:
+            logits.append(view_logits(images.to(device), model, views))
+            labels.append(np.asarray(batch_labels, dtype=np.float64))
+            index.append(np.asarray(batch_index))
+            bar.advance(task, len(batch_index))
     if not index:
         raise DataError("no image of the split could be read")
     order = np.argsort(np.concatenate(index))

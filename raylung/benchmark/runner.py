@@ -8,7 +8,8 @@ run's best epoch (by the validation metric) is evaluated on the test split; per 
 fraction, the metrics are averaged over seeds with a 95% bootstrap interval that resamples test
 groups jointly for all seeds, and compared with the first variant (the reference) by a paired
 bootstrap of the difference on the same test images. Each variant's cost (parameters, GFLOPs,
-train-step time relative to the reference, measured side by side) is in the same table.
+train-step time relative to the reference, measured side by side) is in the same table. A
+progress bar on stderr counts the runs done and then the runs evaluated, of how many.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from raylung.config.loading import LoadedConfig, apply_params
 from raylung.config.search_space import Distribution, SearchSpace
 from raylung.errors import ConfigError
 from raylung.experiment import Experiment
+from raylung.progress import progress_bar
 from raylung.tune import tuner
 from raylung.tune.results import best_checkpoint, summarize_trial
 from raylung.workflows.tune import start
@@ -174,6 +176,35 @@ def _label(variant: Any) -> str:
     return variant if isinstance(variant, str) else json.dumps(variant)
 
 
+def _evaluate_run(
+    result: Any, prepared: tuner.PreparedSearch, grid: BenchmarkGrid
+) -> tuple[tuple[str, float], SeedRun, dict] | None:
+    """((variant, fraction), the run, its test predictions) of one Tune result; None if it failed."""
+    from raylung.artifacts.evaluate import evaluate
+    from raylung.artifacts.export import export_checkpoint
+
+    experiment, metric, mode = prepared.experiment, prepared.base.search_metric, prepared.base.search_mode
+    trial = summarize_trial(
+        result, prepared.space, metric, mode, prepared.base.train.epochs, experiment, prepared.base
+    )
+    if trial.status == "error":
+        log.error("benchmark run %s failed: %s", trial.trial_id, trial.error)
+        return None
+    variant = _label(trial.params[grid.axis])
+    fraction = float(trial.params.get("data.train_fraction", 1.0))
+    seed = int(trial.params["train.seed"])
+    checkpoint, metrics = best_checkpoint(experiment, trial.trial_id, metric, mode)
+    name = f"{variant}-seed{seed}" + (f"-frac{fraction:g}" if len(grid.fractions) > 1 else "")
+    out = experiment.local / "benchmark" / name
+    with checkpoint.as_directory() as directory:
+        # Weights and config are all evaluation needs; program exports (ONNX, torch.export)
+        # of five ResNet-50s would take minutes: `raylung export` makes them on demand.
+        export = export_checkpoint(Path(directory), out / "export", metrics=metrics, formats=())
+    report = evaluate(export, "test", out_dir=out / "test", n_boot=0, progress=False)  # counted above
+    run = SeedRun(trial.trial_id, seed, report.metrics, export, trial.best_epoch)
+    return (variant, fraction), run, _predictions(report.files["predictions"])
+
+
 def run_benchmark(
     loaded: LoadedConfig,
     seeds: list[int],
@@ -182,9 +213,9 @@ def run_benchmark(
     n_boot: int = 1000,
     fractions: list[float] | None = None,
     step_repeats: int = 3,
+    progress: bool = True,
 ) -> BenchmarkOutcome:
-    from raylung.artifacts.evaluate import evaluate
-    from raylung.artifacts.export import export_checkpoint
+    from raylung.benchmark.progress import RunsDone
     from raylung.benchmark.table import write_outputs
     from raylung.data import is_synthetic
 
@@ -192,33 +223,20 @@ def run_benchmark(
     # The space check also makes sure every variant builds a different pipeline.
     prepared = start(grid.loaded, f"{grid.loaded.config.experiment.name}-benchmark", target)
     experiment = prepared.experiment
-    results_grid = tuner.run(prepared, target.wait_s)
-
-    metric, mode = prepared.base.search_metric, prepared.base.search_mode
     labels = [_label(v) for v in grid.variants]
     cells: dict[tuple[str, float], list[tuple[SeedRun, dict]]] = {
         (v, f): [] for v in labels for f in grid.fractions
     }
-    for result in results_grid:
-        trial = summarize_trial(
-            result, prepared.space, metric, mode, prepared.base.train.epochs, experiment, prepared.base
-        )
-        if trial.status == "error":
-            log.error("benchmark run %s failed: %s", trial.trial_id, trial.error)
-            continue
-        variant = _label(trial.params[grid.axis])
-        fraction = float(trial.params.get("data.train_fraction", 1.0))
-        seed = int(trial.params["train.seed"])
-        checkpoint, metrics = best_checkpoint(experiment, trial.trial_id, metric, mode)
-        name = f"{variant}-seed{seed}" + (f"-frac{fraction:g}" if len(grid.fractions) > 1 else "")
-        out = experiment.local / "benchmark" / name
-        with checkpoint.as_directory() as directory:
-            # Weights and config are all evaluation needs; program exports (ONNX, torch.export)
-            # of five ResNet-50s would take minutes: `raylung export` makes them on demand.
-            export = export_checkpoint(Path(directory), out / "export", metrics=metrics, formats=())
-        report = evaluate(export, "test", out_dir=out / "test", n_boot=0)
-        run = SeedRun(trial.trial_id, seed, report.metrics, export, trial.best_epoch)
-        cells[(variant, fraction)].append((run, _predictions(report.files["predictions"])))
+    with progress_bar(progress) as bar:
+        runs = bar.add_task("benchmark runs", total=grid.loaded.config.search.num_samples)
+        results_grid = tuner.run(prepared, target.wait_s, callbacks=[RunsDone(bar, runs)])
+        evaluated = bar.add_task("evaluating runs", total=len(results_grid))
+        for result in results_grid:
+            scored = _evaluate_run(result, prepared, grid)
+            if scored is not None:
+                cell, run, predictions = scored
+                cells[cell].append((run, predictions))
+            bar.advance(evaluated)
 
     costs = dict(
         zip(labels, variant_costs(prepared.base, grid.axis, grid.variants, step_repeats), strict=True)

@@ -165,13 +165,14 @@ def check_command(
 ) -> None:
     """Report counts, leakage (shared groups, files, identical bytes) and unreadable files.
 
-    Exits 1 on leakage, or on unreadable files when on_bad_image is error.
+    Exits 1 on leakage, or on unreadable files when on_bad_image is error. Files hashed and
+    images decoded are counted on stderr (RAYLUNG_PROGRESS=auto|always|never).
     """
     from raylung.data import check_splits, is_synthetic, resolve_splits
 
     cfg = _common(config, root, layout, label_map, group_regex, manifest, splits_file, on_bad_image)
     split_set = resolve_splits(cfg)
-    report = check_splits(split_set, cfg, decode_images=not no_decode)
+    report = check_splits(split_set, cfg, decode_images=not no_decode, progress=True)
     if Path(cfg.root).is_dir() and is_synthetic(cfg.root):
         console.print("[bold red]synthetic demo data[/]")
     console.print(report)

@@ -34,6 +34,7 @@ from filelock import FileLock
 from raylung.config import DataConfig
 from raylung.data.images import UnreadableImageError, load_image
 from raylung.data.stain_normalize import StainNormalizedImage, stain_normalizer
+from raylung.progress import progress_bar
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "images-v1"  # bump when decoding or resizing rules change
@@ -84,8 +85,13 @@ class ImageCache:
         image, _ = self._ensure(path)
         return image if self.stain is None else image.view(StainNormalizedImage)
 
-    def build(self, paths: list[str], workers: int | None = None) -> CacheBuild:
-        """Make sure every path has an entry; returns counts and the unreadable files."""
+    def build(self, paths: list[str], workers: int | None = None, *, progress: bool = False) -> CacheBuild:
+        """Make sure every path has an entry; returns counts and the unreadable files.
+
+        ``progress`` shows images cached, of how many, on stderr: worth it on a first build,
+        which decodes and resizes every image. Off by default: training builds run in Ray
+        workers, which draw no bars.
+        """
         workers = workers or min(4, os.cpu_count() or 1)
         result = CacheBuild()
 
@@ -95,7 +101,8 @@ class ImageCache:
             except UnreadableImageError as exc:
                 return "bad", exc.reason
 
-        with ThreadPoolExecutor(workers) as pool:
+        with ThreadPoolExecutor(workers) as pool, progress_bar(progress) as bar:
+            task = bar.add_task("caching images", total=len(paths))
             for path, (status, reason) in zip(paths, pool.map(one, paths), strict=True):
                 if status == "bad":
                     result.bad.append((path, str(reason)))
@@ -103,6 +110,7 @@ class ImageCache:
                     result.built += 1
                 else:
                     result.reused += 1
+                bar.advance(task)
         log.info("image cache %s: %d built, %d reused, %d unreadable",
                  self.root, result.built, result.reused, len(result.bad))  # fmt: skip
         return result

@@ -4,7 +4,8 @@ Leakage is any of: one group on two sides (by the split's own group column, and 
 group key — manifest ``group`` column or ``group_regex`` — when the data has one), one file on
 two sides, or byte-identical files on two sides (content hashed; only files whose sizes
 collide across splits are read). Near-duplicates that differ in bytes (LC25000's re-encoded
-copies of one tile) are only caught through groups.
+copies of one tile) are only caught through groups. Hashing and decoding, the slow parts on
+large data, show a progress bar (:func:`raylung.progress.progress_bar`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from raylung.config import DataConfig
 from raylung.data.images import UnreadableImageError, decode, describe, drop_alpha, to_channels, to_uint8
 from raylung.data.samples import SplitSet
 from raylung.errors import DataError
+from raylung.progress import Bar, progress_bar
 
 log = logging.getLogger(__name__)
 SHOWN = 10
@@ -69,8 +71,12 @@ def check_splits(
     cfg: DataConfig | None = None,
     decode_images: bool = True,
     workers: int | None = None,
+    progress: bool = True,
 ) -> CheckReport:
-    """Check ``split_set`` for leakage and unreadable files; ``cfg`` supplies the data's groups."""
+    """Check ``split_set`` for leakage and unreadable files; ``cfg`` supplies the data's groups.
+
+    ``progress`` shows files hashed and images decoded, of how many, on stderr.
+    """
     report = CheckReport(counts=split_set.counts(), group_source="split file")
     samples = split_set.all_samples()
     report.shared_groups = _shared_keys([(s.group, s.split) for s in samples])
@@ -83,9 +89,10 @@ def check_splits(
         keyed = [(data_groups.get(s.path, s.group), s.split) for s in samples]
         report.shared_data_groups = _shared_keys(keyed)
     workers = workers or min(8, os.cpu_count() or 1)
-    report.identical_files, report.duplicates_within = _identical(split_set, workers)
-    if decode_images:
-        _decode_all(split_set, cfg, report, workers)
+    with progress_bar(progress) as bar:
+        report.identical_files, report.duplicates_within = _identical(split_set, workers, bar)
+        if decode_images:
+            _decode_all(split_set, cfg, report, workers, bar)
     return report
 
 
@@ -127,7 +134,7 @@ def _hash(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def _identical(split_set: SplitSet, workers: int) -> tuple[list[list[tuple[str, str]]], int]:
+def _identical(split_set: SplitSet, workers: int, bar: Bar) -> tuple[list[list[tuple[str, str]]], int]:
     """Byte-identical files across splits (and a count of duplicates within one split)."""
     by_size: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for s in split_set.all_samples():
@@ -136,8 +143,13 @@ def _identical(split_set: SplitSet, workers: int) -> tuple[list[list[tuple[str, 
         except OSError:
             continue
     candidates = [item for items in by_size.values() if len(items) > 1 for item in items]
-    with ThreadPoolExecutor(workers) as pool:
-        digests = list(pool.map(_hash, [p for _, p in candidates]))
+    digests = []
+    if candidates:
+        task = bar.add_task("hashing files", total=len(candidates))
+        with ThreadPoolExecutor(workers) as pool:
+            for digest in pool.map(_hash, [p for _, p in candidates]):
+                digests.append(digest)
+                bar.advance(task)
     by_digest: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for item, digest in zip(candidates, digests, strict=True):
         if digest is not None:
@@ -167,12 +179,18 @@ def _decode_one(path: str, in_chans: int) -> tuple[str, np.ndarray | None, np.nd
     return key, mean, std**2 + mean**2, None
 
 
-def _decode_all(split_set: SplitSet, cfg: DataConfig | None, report: CheckReport, workers: int) -> None:
+def _decode_all(
+    split_set: SplitSet, cfg: DataConfig | None, report: CheckReport, workers: int, bar: Bar
+) -> None:
     in_chans = cfg.in_chans if cfg is not None else 3
     train_sums, train_squares = [], []
+    task = bar.add_task("decoding images", total=sum(len(samples) for samples in split_set.values()))
     for name, samples in split_set.items():
+        results = []
         with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(lambda s: _decode_one(s.path, in_chans), samples))
+            for result in pool.map(lambda s: _decode_one(s.path, in_chans), samples):
+                results.append(result)
+                bar.advance(task)
         histogram: Counter[str] = Counter()
         for sample, (key, mean, square, error) in zip(samples, results, strict=True):
             histogram[key] += 1

@@ -72,8 +72,11 @@ def _fresh(metrics: Path, since: Path, n_boot: int) -> bool:
     return document.get("confidence", {}).get("n_boot") == n_boot
 
 
-def evaluate_best(experiment: Experiment, retrain: Path | None, *, n_boot: int = 1000) -> ModelEvaluation:
-    """The retrain's test evaluation if there is one, else an evaluation of best/export."""
+def evaluate_best(
+    experiment: Experiment, retrain: Path | None, *, n_boot: int = 1000, progress: bool = True
+) -> ModelEvaluation:
+    """The retrain's test evaluation if there is one, else an evaluation of best/export
+    (with `progress`, its images cached and scored are shown on stderr)."""
     if retrain is not None:
         directory = retrain / "test"
         return ModelEvaluation(
@@ -91,7 +94,10 @@ def evaluate_best(experiment: Experiment, retrain: Path | None, *, n_boot: int =
         from raylung.artifacts.evaluate import evaluate
 
         try:
-            evaluate(export, "test", splits_file=_splits_file(experiment), out_dir=directory, n_boot=n_boot)
+            evaluate(
+                export, "test", splits_file=_splits_file(experiment), out_dir=directory, n_boot=n_boot,
+                progress=progress,
+            )  # fmt: skip
         except RaylungError as exc:
             log.warning("test evaluation failed: %s", exc)
             return ModelEvaluation(source=source, model_path=export, note=f"test evaluation failed: {exc}")

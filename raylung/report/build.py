@@ -1,4 +1,8 @@
-"""`raylung report`: gather an experiment's results, draw the figures, write one HTML page."""
+"""`raylung report`: gather an experiment's results, draw the figures, write one HTML page.
+
+A progress bar on stderr counts the parts done (:data:`REPORT_STEPS`) and names the one being
+made; a test evaluation made for the report shows its own images under it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import logging
 from pathlib import Path
 
 from raylung.experiment import Experiment
+from raylung.progress import progress_bar
 from raylung.report.figures import draw
 from raylung.report.html import render
-from raylung.report.sections import gather
+from raylung.report.sections import GATHER_STEPS, gather
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
+REPORT_STEPS = (*GATHER_STEPS, "figures", "page")
 
 
 def build_report(
@@ -21,6 +27,7 @@ def build_report(
     *,
     n_boot: int = 1000,
     explain: bool = True,
+    progress: bool = True,
 ) -> Path:
     """Write the experiment's self-contained HTML report; returns its path.
 
@@ -30,10 +37,21 @@ def build_report(
         n_boot: bootstrap resamples for the 95% CIs, when the report evaluates best/export
             itself (a retrain's test evaluation is shown as it was made).
         explain: draw explanation figures with :mod:`raylung.explain` when the experiment has none.
+        progress: show the parts made, of how many, on stderr.
     """
     experiment = Experiment.at(experiment_dir)
-    data = gather(experiment, n_boot=n_boot, explain=explain)
-    page = render(data, draw(data))
+    with progress_bar(progress) as bar:
+        task = bar.add_task("report sections", total=len(REPORT_STEPS))
+
+        def step(part: str) -> None:
+            bar.update(task, completed=REPORT_STEPS.index(part), description=f"report: {part}")
+
+        data = gather(experiment, n_boot=n_boot, explain=explain, progress=progress, step=step)
+        step("figures")
+        figures = draw(data)
+        step("page")
+        page = render(data, figures)
+        bar.update(task, completed=len(REPORT_STEPS), description="report sections")
     path = Path(out).expanduser() if out is not None else experiment.local / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

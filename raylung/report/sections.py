@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ from raylung.tune.results import TrialSummary
 BASE_FILE = "base_config.json"  # as raylung.tune.tuner.BASE_FILE, without importing Ray
 SPACE_FILE = "space.json"
 RESULTS_FILE = "results.json"
+# The parts gather() reads or computes, in order; it names each to its `step` as it starts.
+GATHER_STEPS = (
+    "header",
+    "test evaluation",
+    "search space and trials",
+    "parameter importance",
+    "explanations",
+)
 
 
 @dataclass(frozen=True)
@@ -142,20 +151,39 @@ def latest_retrain(experiment: Experiment) -> Path | None:
     return done[-1] if done else None
 
 
-def gather(experiment: Experiment, *, n_boot: int = 1000, explain: bool = True) -> ReportData:
-    """Read (and where missing, compute) everything the report shows."""
+def gather(
+    experiment: Experiment,
+    *,
+    n_boot: int = 1000,
+    explain: bool = True,
+    progress: bool = True,
+    step: Callable[[str], None] | None = None,
+) -> ReportData:
+    """Read (and where missing, compute) everything the report shows.
+
+    `progress`: show a test evaluation made here on stderr; `step`: called with each name of
+    :data:`GATHER_STEPS` as that part starts (a progress bar's hook).
+    """
+    step = step or (lambda _: None)
+    step("header")
     base = load_base(experiment)
     header = load_header(experiment, base)
     retrain = latest_retrain(experiment)
-    evaluation = evaluate_best(experiment, retrain, n_boot=n_boot)
+    step("test evaluation")
+    evaluation = evaluate_best(experiment, retrain, n_boot=n_boot, progress=progress)
     header = replace(header, synthetic=header.synthetic or evaluation.synthetic)
     curves = retrain / "plots" / "learning_curves.png" if retrain is not None else None
+    step("search space and trials")
+    space, trials = load_space(experiment), load_trials(experiment)
+    step("parameter importance")
+    importance = param_importance(experiment)
+    step("explanations")
     return ReportData(
         experiment=experiment,
         header=header,
-        space=load_space(experiment),
-        trials=load_trials(experiment),
-        importance=param_importance(experiment),
+        space=space,
+        trials=trials,
+        importance=importance,
         evaluation=evaluation,
         explanations=explanations(experiment, evaluation, generate=explain),
         retrain_curves=curves if curves is not None and curves.is_file() else None,

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from raylung.data.naming import LABEL_NAMES
 from raylung.errors import DataError
+from raylung.progress import progress_bar
 from raylung.slides.labels import Annotations, SlideLabel
 from raylung.slides.reader import SlideError, open_slide, slide_name
 from raylung.slides.tiler import TileSpec, plan_tiles, read_tile
@@ -65,13 +65,6 @@ class TilingSummary:
     @property
     def failed(self) -> list[SlideTiles]:
         return [s for s in self.slides if s.status == "failed"]
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True, disable=not enabled,
-    )  # fmt: skip
 
 
 def _tile_one(
@@ -152,8 +145,8 @@ def tile_slides(
         raise DataError(f"slide names must be unique (file name without extension): {', '.join(twice)}")
     summary = TilingSummary(root)
     (root / "tiles").mkdir(parents=True, exist_ok=True)
-    with _progress(progress) as bar:
-        overall = bar.add_task("slides", total=len(slides))
+    with progress_bar(progress) as bar:
+        overall = bar.add_task("tiling slides", total=len(slides))
         for path, name in zip(slides, names, strict=True):
             folder = root / "tiles" / name
             done = _finished(folder, spec)

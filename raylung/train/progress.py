@@ -2,7 +2,8 @@
 
 The training loop runs in Ray workers, possibly on other machines, so progress travels
 through a Ray queue actor (zero CPUs): rank 0 posts a small update at most a few times a
-second, and the driver renders it with rich while ``TorchTrainer.fit`` runs.
+second, and the driver renders it (:func:`raylung.progress.progress_bar`, on stderr) while
+``TorchTrainer.fit`` runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+from raylung.progress import progress_bar
 
 
 @dataclass
@@ -55,34 +58,38 @@ class StepReporter:
 
 
 class ProgressDisplay:
-    """Driver side: drain the queue in a thread and draw epoch and step bars."""
+    """Driver side: drain the queue in a thread and draw epoch and step bars; each epoch's
+    validation metrics are printed as a line above them (also where no bar is drawn)."""
 
     def __init__(self, queue: Any, console: Console | None = None) -> None:
         self.queue = queue
-        self.console = console or Console()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
+        self.progress = progress_bar(
+            columns=(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+            ),
+            console=console,
         )
+        self.console = self.progress.console
         self._epoch_task = None
         self._step_task = None
 
     def __enter__(self) -> ProgressDisplay:
-        self.progress.start()
+        self.progress.__enter__()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.progress.stop()
+        if self._step_task is not None and self.progress.summarize:
+            self.progress.remove_task(self._step_task)  # its clock runs over all epochs: no summary
+        self.progress.__exit__(*exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
