@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raylung.artifacts.evaluate import evaluate
+from raylung.artifacts.export import export_checkpoint
+from raylung.artifacts.predict import predict
 from raylung.artifacts.predictor import Predictions, Predictor
 from raylung.cluster.connect import RayTarget
 from raylung.config import RaylungConfig
@@ -38,8 +41,11 @@ __all__ = [
     "TrainResult",
     "TuneResult",
     "create_model",
+    "evaluate",  # an export on a split: calibrated metrics, intervals, plots (raylung evaluate)
+    "export_checkpoint",  # a training checkpoint -> a deployable export (raylung export)
     "load_config",
     "load_predictor",
+    "predict",  # images -> a CSV of calibrated P(cancer) (raylung predict)
     "train",
     "train_best",
     "tune",

@@ -61,7 +61,7 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model on one split; writes metrics.json, predictions.csv and two PNGs."""
-    from raylung.artifacts.evaluate import evaluate as run_evaluation
+    from raylung.api import evaluate as run_evaluation
 
     report = run_evaluation(
         model, split, splits_file=splits, data_root=data_root, out_dir=out or Path(f"evaluation_{split}"),

@@ -30,7 +30,7 @@ def export(
     ] = False,
 ) -> None:
     """Write weights, config, metrics, torch.export / TorchScript / ONNX programs and a manifest."""
-    from raylung.artifacts.export import export_checkpoint
+    from raylung.api import export_checkpoint
     from raylung.artifacts.formats import EXPORT_FORMATS, NEEDS_EXTRA
     from raylung.artifacts.loader import MANIFEST_FILE
     from raylung.extras import require_extra

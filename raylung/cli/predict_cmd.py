@@ -85,7 +85,7 @@ def predict(
 
     With whole slides, score their tissue tiles and write one score per slide and a heatmap.
     """
-    from raylung.artifacts.predict import predict as run_prediction
+    from raylung.api import predict as run_prediction
     from raylung.cli.slides_cmd import WSI_ONLY, predict_slides_command
 
     if slides or all(p.is_file() and p.suffix.lower() in WSI_ONLY for p in inputs):
