@@ -12,7 +12,7 @@ import typer
 
 cluster_app = typer.Typer(
     name="cluster",
-    help="Check the Ray cluster-launcher config (cluster.yaml) before `ray up`.",
+    help="Check a Ray cluster-launcher config (cluster.yaml, cluster.onprem.yaml) before `ray up`.",
     no_args_is_help=True,
 )
 
@@ -20,7 +20,7 @@ cluster_app = typer.Typer(
 @cluster_app.command("check")
 def check_command(
     cluster_yaml: Path = typer.Argument(
-        Path("cluster.yaml"), help="Cluster config (default ./cluster.yaml)."
+        Path("cluster.yaml"), help="Cluster config: cluster.yaml (AWS, the default) or cluster.onprem.yaml."
     ),
 ) -> None:
     """Validate CLUSTER_YAML offline: Ray's own schema, then what raylung needs of a cluster.

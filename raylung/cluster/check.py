@@ -1,50 +1,65 @@
-"""Check a Ray cluster-launcher config (``cluster.yaml``) offline, before ``ray up``.
+"""Check a Ray cluster-launcher config (``cluster.yaml``, ``cluster.onprem.yaml``) offline, before ``ray up``.
 
 A bad edit otherwise shows late and costs money: Ray rejects a typo only at ``ray up``, and a
-cluster that starts without what raylung needs (the trial-driver resource, GPUs, the driver's
-torch and Ray, token auth) burns GPU hours before a trial fails or waits forever. This runs what
+cluster that starts without what raylung needs (the trial-driver resource, GPUs, the tested
+versions, token auth) burns GPU hours before a trial fails or waits forever. This runs what
 ``ray up`` runs first, with no credentials or network (``prepare_config``: the installed Ray's
 provider defaults, a file read; ``validate_config``: ray-schema.json and cross-field checks),
-then raylung's checks. Local paths are relative to cluster.yaml's folder (the repository root).
+then raylung's checks: the nodes' shape here (node types on a cloud; for Ray's ``local``
+provider, fixed machines, what their ``ray start`` advertises), what setup installs and copies in
+:mod:`.check_setup`. Local paths are relative to the config's folder (the repository root).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.metadata
 import io
+import json
 import logging
-import os
 import re
-import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
-from packaging.requirements import InvalidRequirement, Requirement
 
+from raylung.cluster.check_setup import (
+    CONSTRAINTS,
+    PINNED,
+    TORCH_INDEX,
+    Config,
+    Versions,
+    check_secrets,
+    check_setup,
+    installed_versions,
+    key_of,
+    requirements_in,
+    words,
+)
 from raylung.cluster.connect import TRIAL_DRIVER_RESOURCE
 from raylung.errors import ConfigError
 
-Config = dict[str, Any]
-Versions = Mapping[str, str | None]
-# Driver and cluster must run the same Ray, and the same torch: checkpoints cross between them.
-PINNED = ("torch", "torchvision", "ray")
-SAME = {"ray": "driver and cluster need one Ray", "torch": "checkpoints need one torch everywhere"}
-SAME["torchvision"] = "it must match torch"
-TORCH_INDEX = re.compile(r"--index-url[ =]https://download\.pytorch\.org/whl/cu")
-SETUP_LISTS = ("setup_commands", "head_setup_commands", "worker_setup_commands")
-START_LISTS = ("head_start_ray_commands", "worker_start_ray_commands")
+__all__ = [
+    "PINNED",
+    "TORCH_INDEX",
+    "ClusterConfigError",
+    "ClusterReport",
+    "check_cluster_config",
+    "check_config",
+    "installed_versions",
+    "key_of",
+    "reachable_gpus",
+    "requirements_in",
+    "worker_types",
+]
 # Values under such keys, or text like `TOKEN=...`, are never echoed: the YAML may hold secrets.
 _SECRET_KEY = re.compile(r"token|secret|passw|credential|key", re.IGNORECASE)
 _SECRET_TEXT = re.compile(r"(token|secret|passw|credential|key)\w*\s*[=:]", re.IGNORECASE)
 
 
 class ClusterConfigError(ConfigError):
-    """cluster.yaml has problems; the message lists them, one per line."""
+    """The cluster config has problems; the message lists them, one per line."""
 
 
 class Problem(NamedTuple):
@@ -65,7 +80,8 @@ class ClusterReport:
     config: Config = field(default_factory=dict)  # Ray's prepared config ({} if Ray rejected it)
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
-    pins: dict[str, str] = field(default_factory=dict)  # package -> what setup installs: ray==2.60.*
+    pins: dict[str, str] = field(default_factory=dict)  # package -> its pin in constraints.txt: ray==2.60.0
+    shape: str = ""  # the nodes, in words: "3 node types: head ... with 8 trial-driver slots, ..."
 
     @property
     def ok(self) -> bool:
@@ -81,13 +97,8 @@ class ClusterReport:
         """The first line the CLI prints: OK and the cluster's shape, or the problem count."""
         if not self.ok:
             return f"{self.name}: {len(self.errors)} problem(s)"
-        cfg, head = self.config, self.config["head_node_type"]
-        slots = _res(cfg["available_node_types"][head]).get(TRIAL_DRIVER_RESOURCE, 0)
-        return (
-            f"{self.name}: OK ({len(cfg['available_node_types'])} node types: head {head} with {slots} "
-            f"trial-driver slots, {len(worker_types(cfg))} GPU worker types reaching {reachable_gpus(cfg)} "
-            f"GPUs on {cfg['max_workers']} nodes; {', '.join(self.pins.values())} as installed here)"
-        )
+        pins = ", ".join(self.pins.values())
+        return f"{self.name}: OK ({self.shape}; {pins} from {CONSTRAINTS}, as installed here)"
 
     def raise_for_errors(self) -> None:
         if self.errors:
@@ -123,23 +134,20 @@ def check_config(raw: Config, base: Path, installed: Versions | None = None, nam
     report.config = config = _ray_validate(raw, report)
     if config:
         spaces = search_spaces(base, report)
-        _check_head(report, config, spaces)
-        _check_workers(report, config, spaces)
-        _check_pins(report, raw, config, installed_versions() if installed is None else installed)
-        _check_mounts(report, config, base)
-        _check_auth(report, config)
+        if config["provider"].get("type") == "local":
+            _check_machines(report, config, spaces)
+        else:
+            _check_head(report, config, spaces)
+            _check_workers(report, config, spaces)
+        check_setup(report, raw, config, base, installed_versions() if installed is None else installed)
+    check_secrets(report, raw)  # whatever Ray thinks of the rest
     report.errors, report.warnings = list(dict.fromkeys(report.errors)), list(dict.fromkeys(report.warnings))
     return report
 
 
-def key_of(parts: Any) -> str:
-    """A dotted key path with list indices in brackets: ``setup_commands[4]``."""
-    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
-    return text.removeprefix(".") or "(top level)"
-
-
 def _ray_validate(raw: Config, report: ClusterReport) -> Config:
     """Ray's prepared config, or {} with Ray's objection (the first, as ``ray up`` shows it)."""
+    import click
     import jsonschema
     from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -159,6 +167,11 @@ def _ray_validate(raw: Config, report: ClusterReport) -> Config:
         if secret and exc.validator != "additionalProperties":  # that message names keys only
             message = f"value not shown; the schema wants {exc.validator}: {exc.validator_value!r}"
         report.error(key_of(path), f"{message} (Ray's schema)")
+    except click.ClickException as exc:  # the local provider's preparation aborts with a message
+        named = re.search(r"`(\w+)`|field (\w+) ", exc.format_message())
+        field_name = (named.group(1) or named.group(2)) if named else "(top level)"
+        key = "provider" if field_name in ("head_ip", "worker_ips") else field_name
+        report.error(key, f"Ray's launcher rejects the config: {exc.format_message()}")
     except NotImplementedError as exc:  # an unknown provider type
         report.error("provider.type", f"Ray's launcher rejects it: {exc}")
     except KeyError as exc:
@@ -231,21 +244,37 @@ def reachable_gpus(config: Config) -> int:
     return total
 
 
-def _check_head(report: ClusterReport, config: Config, spaces: list[SpaceNeeds]) -> None:
-    head = config["head_node_type"]
-    key, res = key_of(["available_node_types", head, "resources"]), _res(config["available_node_types"][head])
-    slots, wanted, why = res.get(TRIAL_DRIVER_RESOURCE, 0), 1, "one per running trial"
+def _slots_wanted(spaces: list[SpaceNeeds]) -> tuple[int, str]:
+    """How many trial drivers the head must hold at once, and why."""
+    wanted, why = 1, "one per running trial"
     for space in spaces:
         if space.concurrent > wanted:
             wanted, why = space.concurrent, f"{space.name} search.max_concurrent_trials"
+    return wanted, why
+
+
+def _too_few_slots(report: ClusterReport, key: str, who: str, slots: float, spaces: list[SpaceNeeds]) -> None:
+    wanted, why = _slots_wanted(spaces)
     if slots < wanted:
         report.error(
-            f"{key}.{TRIAL_DRIVER_RESOURCE}",
-            f"head node type '{head}' advertises {slots} '{TRIAL_DRIVER_RESOURCE}' units; each trial's "
-            f"driver reserves one, so it needs >= {wanted} ({why})",
+            key,
+            f"{who} advertises {slots:g} '{TRIAL_DRIVER_RESOURCE}' units; each trial's driver reserves one, "
+            f"so it needs >= {wanted} ({why})",
         )
+
+
+def _check_head(report: ClusterReport, config: Config, spaces: list[SpaceNeeds]) -> None:
+    head = config["head_node_type"]
+    key, res = key_of(["available_node_types", head, "resources"]), _res(config["available_node_types"][head])
+    slots = res.get(TRIAL_DRIVER_RESOURCE, 0)
+    _too_few_slots(report, f"{key}.{TRIAL_DRIVER_RESOURCE}", f"head node type '{head}'", slots, spaces)
     if res.get("CPU", 0) or res.get("GPU", 0):
         report.error(key, "the head must advertise CPU: 0 and no GPU, so training never starves the GCS")
+    report.shape = (
+        f"{len(config['available_node_types'])} node types: head {head} with {slots} trial-driver slots, "
+        f"{len(worker_types(config))} GPU worker types reaching {reachable_gpus(config)} GPUs on "
+        f"{config['max_workers']} nodes"
+    )
 
 
 def _check_workers(report: ClusterReport, config: Config, spaces: list[SpaceNeeds]) -> None:
@@ -277,102 +306,58 @@ def _fits(res: Config, space: SpaceNeeds) -> bool:
     return res.get("CPU", 0) >= space.cpus and res.get("GPU", 0) >= space.gpus
 
 
-def requirements_in(command: str) -> dict[str, Requirement]:
-    """The pinned packages a shell command installs (``pip install "torch==2.14.1" ...``)."""
-    found = {}
-    for token in _words(command):
-        try:
-            req = Requirement(token)
-        except InvalidRequirement:
+def start_options(command: str) -> dict[str, str]:
+    """The ``--option=value`` (or ``--option value``) words of a ``ray start`` command."""
+    options, tokens = {}, words(command)
+    for i, token in enumerate(tokens):
+        if not token.startswith("--"):
             continue
-        if req.name in PINNED and req.specifier:
-            found[req.name] = req
-    return found
+        name, sep, value = token.partition("=")
+        if not sep and i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
+            value = tokens[i + 1]
+        options[name] = value
+    return options
 
 
-def _words(command: str) -> list[str]:
-    """Shell words; a command shlex cannot parse (an unbalanced quote) is split on spaces."""
+def _advertised(report: ClusterReport, key: str, command: str) -> dict[str, Any] | None:
+    """The custom resources a ``ray start`` advertises (``--resources='{...}'``); None if unreadable."""
+    text = start_options(command).get("--resources") or "{}"
     try:
-        return shlex.split(command, comments=True)
-    except ValueError:
-        return command.split()
+        resources = json.loads(text)
+    except json.JSONDecodeError:
+        resources = None
+    if not isinstance(resources, dict):
+        report.error(key, "--resources is not a JSON object of resource names and amounts")
+        return None
+    return resources
 
 
-def installed_versions() -> dict[str, str | None]:
-    """This environment's versions: those of the driver that will talk to the cluster."""
-    versions: dict[str, str | None] = {}
-    for name in PINNED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+def _check_machines(report: ClusterReport, config: Config, spaces: list[SpaceNeeds]) -> None:
+    """Ray's ``local`` provider: one node type, resources as each ``ray start`` advertises them.
 
-
-def _check_pins(report: ClusterReport, raw: Config, config: Config, installed: Versions) -> None:
-    # Ray prepends setup_commands to the head's and the workers' own lists; name the raw entry.
-    where = {c: key_of([lst, i]) for lst in SETUP_LISTS[::-1] for i, c in enumerate(raw.get(lst) or [])}
-    missing: dict[str, list[str]] = {}
-    for role in SETUP_LISTS[1:]:
-        found: dict[str, tuple[Requirement, str]] = {}
-        for command in config.get(role) or []:
-            key, reqs = where.get(command, role), requirements_in(command)
-            found.update({name: (req, key) for name, req in reqs.items()})  # the last one wins, as in pip
-            if {"torch", "torchvision"} & reqs.keys() and not TORCH_INDEX.search(command):
-                report.error(key, "installs torch without --index-url https://download.pytorch.org/whl/cuXXX")
-        for name in PINNED:
-            if name not in found:
-                missing.setdefault(name, []).append(role)
-                continue
-            (req, key), have = found[name], installed.get(name)
-            report.pins.setdefault(name, f"{name}{req.specifier}")
-            if have is None:
-                report.warn(key, f"{name} is not installed here, so {req} is not compared")
-            elif not req.specifier.contains(have, prereleases=True):
-                report.error(key, f"installs {req}, but this environment has {name} {have}: {SAME[name]}")
-    for name, roles in missing.items():
-        key, pin = "setup_commands" if len(roles) == 2 else roles[0], installed.get(name) or "VERSION"
-        report.error(key, f"never installs a pinned {name} (this environment has {name}=={pin})")
-
-
-def _local(base: Path, source: str) -> Path:
-    return (base / os.path.expanduser(str(source))).resolve()
-
-
-def _remote_of(mounts: dict[str, str], base: Path, local: Path) -> str | None:
-    """Where ``local`` lands on the nodes, through the file mounts."""
-    local = local.resolve()
-    for remote, source in mounts.items():
-        mounted = _local(base, source)
-        if local == mounted or mounted in local.parents:
-            return str(Path(remote) / local.relative_to(mounted))
-    return None
-
-
-def _check_mounts(report: ClusterReport, config: Config, base: Path) -> None:
-    mounts, setup = config.get("file_mounts") or {}, config.get("setup_commands") or []
-    for remote, source in mounts.items():
-        if _local(base, source).exists():
+    The head's start command carries what the cloud config puts in the head's node type: the
+    trial-driver slots and, unless the head should train, ``--num-cpus=0``. GPUs and CPUs of the
+    workers are whatever Ray detects on each machine; it cannot be checked here.
+    """
+    provider, slots = config["provider"], 0.0
+    for i, command in enumerate(config.get("head_start_ray_commands") or []):
+        if "ray start" not in command:
             continue
-        if str(source).startswith("~"):  # in the home of whoever runs `ray up`: maybe not here
-            hint = " (make it: ray get-auth-token --generate)" if "auth_token" in str(source) else ""
-            report.warn(f"file_mounts.{remote}", f"{source} does not exist on this machine{hint}")
-        else:
-            report.error(f"file_mounts.{remote}", f"{source} does not exist (relative to {base})")
-    if (base / "search_spaces").is_dir() and _remote_of(mounts, base, base / "search_spaces") is None:
-        report.error("file_mounts", "search_spaces/ is not in file_mounts: nodes need it beside the package")
-    pyproject = _remote_of(mounts, base, base / "pyproject.toml")
-    repo = str(Path(pyproject).parent) if pyproject else None
-    if repo is None or _remote_of(mounts, base, base / "raylung") != f"{repo}/raylung":
-        report.error("file_mounts", "pyproject.toml and raylung/ must be mounted side by side, for pip")
-    elif not any("install" in c and repo in [t.rstrip("/") for t in _words(c)] for c in setup):
-        report.error("setup_commands", f"never pip-installs {repo}, where the package is mounted")
-
-
-def _check_auth(report: ClusterReport, config: Config) -> None:
-    for role in START_LISTS:
-        starts = [c for c in config.get(role) or [] if "ray start" in c]
-        if not starts or not all("RAY_AUTH_MODE=token" in c for c in starts):
-            report.error(role, "`ray start` must run with RAY_AUTH_MODE=token on every node")
-    if not any(str(remote).endswith(".ray/auth_token") for remote in config.get("file_mounts") or {}):
-        report.error("file_mounts", "must carry ~/.ray/auth_token: head and workers share one token")
+        key = key_of(["head_start_ray_commands", i])
+        if (resources := _advertised(report, key, command)) is not None:
+            slots = float(resources.get(TRIAL_DRIVER_RESOURCE, 0))
+            _too_few_slots(report, key, "the head's `ray start`", slots, spaces)
+        if start_options(command).get("--num-cpus") != "0":
+            why = "training workers may land on the head (fine only if it is a GPU server meant to train)"
+            report.warn(key, f"the head's `ray start` lacks --num-cpus=0: {why}")
+    for i, command in enumerate(config.get("worker_start_ray_commands") or []):
+        key = key_of(["worker_start_ray_commands", i])
+        if "ray start" in command and (_advertised(report, key, command) or {}).get(TRIAL_DRIVER_RESOURCE):
+            report.error(key, "trial drivers belong on the head alone")
+    workers = provider.get("worker_ips") or []
+    if not workers:
+        report.error("provider.worker_ips", "no worker machines: nowhere to train")
+    report.shape = (
+        f"local provider: head {provider.get('head_ip')} with {slots:g} trial-driver slots, "
+        f"{len(workers)} worker machines (GPUs as Ray detects them)"
+    )

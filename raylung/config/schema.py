@@ -290,7 +290,7 @@ class WandbConfig(StrictModel):
     project: str = "raylung"
     entity: str | None = None
     group: str | None = None  # default: the experiment name
-    # auto: online when credentials are present (WANDB_API_KEY or a prior `wandb login`).
+    # auto: online when credentials are present (WANDB_API_KEY, or a netrc: `wandb login`, NETRC).
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     tags: list[str] = Field(default_factory=list)
 

@@ -7,6 +7,12 @@ the W&B runs. So a change to what an epoch logs is made once, the run files land
 experiment on the driver's machine even when rank 0 trains on another node, and a trial that
 the scheduler stops (its actors killed mid-epoch) never takes its run's last records with it:
 the driver finishes the run, and the hub waits for W&B to write everything before it goes.
+
+The W&B key never travels with the hub: a runtime environment is readable by anyone who can
+see the dashboard or the cluster's state. The hub finds the key where the driver does, on the
+driver's node: a local Ray started by the driver passes the driver's environment (a
+``WANDB_API_KEY`` included) on to every actor, and a cluster node has its own netrc file
+(``NETRC``, set for ``ray start`` by the cluster configs; see docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
+from raylung.errors import ConfigError, RaylungError
 from raylung.tracking.tracker import Tracker, teardown
+from raylung.tracking.wandb_mode import base_url, has_credentials
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,14 @@ class _Hub:
         self._runs: dict[str, Tracker] = {}
 
     def start(self, key: str, init: Mapping[str, Any]) -> None:
+        if init.get("mode") == "online" and not has_credentials():
+            # The driver found a key (in its shell, say) that this node does not have.
+            raise ConfigError(
+                f"W&B is online, but the node that logs the runs ({socket.gethostname()}) has no "
+                f"W&B key for {base_url()}: on a Ray cluster every node reads it from its own netrc "
+                "file (NETRC or ~/.netrc; docs/cluster.md), never from the driver's shell; or set "
+                "wandb.mode: offline"
+            )
         if key in self._runs:  # a restarted trial: its earlier run is done
             self._runs.pop(key).finish()
         self._runs[key] = Tracker.start(init)
@@ -77,7 +94,8 @@ def tracker_hub(enabled: bool = True, name: str | None = None) -> Iterator[Any]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    env = {key: os.environ[key] for key in ("WANDB_API_KEY", "WANDB_BASE_URL") if key in os.environ}
+    # The server, not a secret: the hub logs where the driver checked for credentials.
+    env = {"WANDB_BASE_URL": os.environ["WANDB_BASE_URL"]} if "WANDB_BASE_URL" in os.environ else {}
     hub = (
         ray.remote(_Hub)
         .options(
@@ -150,4 +168,9 @@ class EpochLogger(UserCallback):
 def _call(method: Any, *args: Any) -> Any:
     import ray
 
-    return ray.get(method.remote(*args))
+    try:
+        return ray.get(method.remote(*args))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, RaylungError):  # raylung's own message, without the actor's traceback
+            raise exc.cause from None
+        raise

@@ -1,10 +1,11 @@
 """Weights & Biases: online when the user has credentials, offline otherwise, never a secret.
 
 raylung must work on a machine with no W&B account: ``mode: auto`` logs online only when an
-API key is available (``WANDB_API_KEY`` or a prior ``wandb login``, which writes ~/.netrc) and
-otherwise writes offline run files that ``wandb sync`` uploads later. Run files always go
-inside the experiment (``dir=``) rather than W&B's default location. The key itself is only
-ever checked for presence; it is never logged, printed or put in a config.
+API key is available (``WANDB_API_KEY``, or a netrc file as ``wandb login`` writes it: ``$NETRC``
+or ~/.netrc) and otherwise writes offline run files that ``wandb sync`` uploads later. Run files
+always go inside the experiment (``dir=``) rather than W&B's default location. The key itself is
+only ever checked for presence; it is never logged, printed, put in a config or in a Ray
+runtime environment (a cluster node reads it from its own netrc: docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -13,22 +14,58 @@ import netrc
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from raylung.config import WandbConfig
 from raylung.errors import ConfigError
 
 Mode = Literal["online", "offline", "disabled"]
-WANDB_HOST = "api.wandb.ai"
+
+
+def base_url() -> str:
+    """The W&B server runs talk to: ``WANDB_BASE_URL``, else the installed wandb's default."""
+    if url := os.environ.get("WANDB_BASE_URL"):
+        return url
+    import wandb
+
+    return wandb.Settings().base_url  # https://api.forge.coreweave.com in wandb 0.31
+
+
+def netrc_path() -> Path:
+    """The netrc file wandb reads: ``$NETRC``, else ~/.netrc (or ~/_netrc if only that exists)."""
+    if path := os.environ.get("NETRC"):
+        return Path(path).expanduser()
+    home = Path.home()
+    return next((p for p in (home / ".netrc", home / "_netrc") if p.exists()), home / ".netrc")
+
+
+def netrc_machines(url: str) -> list[str]:
+    """The netrc machine names wandb looks up for `url`, in its order.
+
+    The URL's host (with its port, as wandb writes it); for W&B's CoreWeave front door also the
+    W&B host behind it, so an entry for ``api.wandb.ai`` (older ``wandb login``) still counts.
+    """
+    machines = [urlsplit(url).netloc]
+    try:
+        from wandb.sdk.lib.urls import forge_upstream_url  # wandb >= 0.31
+    except ImportError:
+        return machines
+    upstream = urlsplit(forge_upstream_url(url)).netloc
+    return machines if upstream in machines else [*machines, upstream]
 
 
 def has_credentials() -> bool:
+    """Whether wandb will find an API key for the server it will use (the key is not read out)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return netrc.netrc(str(path)).authenticators(WANDB_HOST) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, PermissionError):
+        entries = netrc.netrc(str(netrc_path()))
+    except (OSError, netrc.NetrcParseError):
         return False
+    for machine in netrc_machines(base_url()):
+        if (found := entries.authenticators(machine)) is not None:
+            return bool(found[2])  # wandb ignores an entry without a password
+    return False
 
 
 def resolve_mode(cfg: WandbConfig) -> Mode:
@@ -40,8 +77,8 @@ def resolve_mode(cfg: WandbConfig) -> Mode:
         return "online" if has_credentials() else "offline"
     if cfg.mode == "online" and not has_credentials():
         raise ConfigError(
-            "wandb.mode is online but no W&B credentials were found: set WANDB_API_KEY, run "
-            "`wandb login`, or use wandb.mode: offline (sync later with `wandb sync`)"
+            f"wandb.mode is online but no W&B credentials for {base_url()} were found: run `wandb "
+            "login` (or set WANDB_API_KEY), or use wandb.mode: offline (sync later with `wandb sync`)"
         )
     return cfg.mode
 
