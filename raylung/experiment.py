@@ -14,6 +14,7 @@
       best.json, best/      the best trial's best epoch and its pipeline, and its export
       results.csv|md|json   the trials table
       plots/                learning curves, comparison charts
+      raylung.log           raylung's and Ray's log lines (Ray's are kept off the console)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DRIVER_FILES = (
     "results.json",
     "results.csv",
     "results.md",
+    "raylung.log",  # raylung.cluster.run_log.RUN_LOG_FILE: a resumed search appends to it
 )
 
 

@@ -18,6 +18,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from raylung.errors import RaylungError
 
@@ -46,11 +47,22 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _root(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Debug logging, and Ray's own log lines on the console too (they always go to the "
+        "run's raylung.log).",
+    ),
+) -> None:
+    from raylung.cluster import run_log
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    run_log.set_verbose(verbose)
 
 
 for _module in COMMAND_MODULES:
@@ -61,5 +73,11 @@ def main() -> None:
     try:
         app()
     except RaylungError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        from raylung.cluster.run_log import current_path
+
+        log_file = current_path()
+        where = f" (log: {log_file})" if log_file and log_file.is_file() else ""
+        # escaped: messages quote user text and install hints like 'raylung[export]'
+        message = escape(f"{exc}{where}")
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
         sys.exit(2)

@@ -11,7 +11,10 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from raylung.cluster import run_log
 from raylung.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,13 @@ TRAIN_ENV: dict[str, str] = {
     # Tune would warn about it on every trial.
     "TUNE_WARN_THRESHOLD_S": "5",
 }
+
+# Ray Train starts a PreemptionWatcher actor per worker group, to notice nodes being drained
+# (spot reclaims, autoscaler scale-down) on a cluster. On the local Ray raylung starts, no node
+# is ever drained, so it only costs a process, and Ray core logs an ERROR for it on every run
+# ("constructor arguments in the object store and max_restarts > 0": its arguments hold actor
+# handles, ray-project/ray#53727). On a cluster it stays on, and that line goes to the run log.
+LOCAL_TRAIN_ENV: dict[str, str] = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 @dataclass(frozen=True)
@@ -74,10 +84,16 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
         ) from None
 
 
-def connect(target: RayTarget = RayTarget()) -> None:
-    """Initialise Ray once per process (a second call is a no-op)."""
+def connect(target: RayTarget = RayTarget(), log_file: Path | None = None) -> None:
+    """Initialise Ray once per process (a second call only moves the run log).
+
+    `log_file` is the run's log (``run_log.RUN_LOG_FILE`` in its directory): from now on Ray's
+    own log lines go there instead of the console (:mod:`raylung.cluster.run_log`).
+    """
     import ray
 
+    if log_file is not None:
+        run_log.write_to(log_file)
     for key, value in TRAIN_ENV.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
@@ -92,7 +108,7 @@ def connect(target: RayTarget = RayTarget()) -> None:
             # never released. Telling every process of the job its cluster's address avoids it.
             env_vars["RAY_ADDRESS"] = address
         try:
-            ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
+            context = ray.init(address=address, runtime_env=_runtime_env(env_vars), log_to_driver=True)
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterError(f"could not connect to Ray at {address}: {exc}") from None
         except Exception as exc:
@@ -103,16 +119,43 @@ def connect(target: RayTarget = RayTarget()) -> None:
                 "was found: copy the cluster's token to ~/.ray/auth_token (or set RAY_AUTH_TOKEN / "
                 "RAY_AUTH_TOKEN_PATH) and keep RAY_AUTH_MODE=token"
             ) from None
+        run_log.route_ray_output()
         log.info("connected to Ray at %s", address)
+        _announce_dashboard(context)
         return
+    env_vars.update({key: os.environ.get(key, value) for key, value in LOCAL_TRAIN_ENV.items()})
     # "local": always a new instance of our own, never whatever cluster happens to run here.
-    ray.init(
+    context = ray.init(
         address="local",
         num_cpus=target.num_cpus,
         num_gpus=target.num_gpus,
         resources={TRIAL_DRIVER_RESOURCE: target.trial_driver_slots},
-        runtime_env={"env_vars": env_vars},
+        runtime_env=_runtime_env(env_vars),
         include_dashboard=True,
         log_to_driver=True,
     )
+    run_log.route_ray_output()
     log.info("started a local Ray instance (%s)", ray.cluster_resources())
+    _announce_dashboard(context)
+
+
+def _runtime_env(env_vars: dict[str, str]) -> dict[str, Any]:
+    """The job's processes on every node: raylung's settings, and raylung's log records in a
+    form the driver tells from Ray's own lines (:func:`run_log.setup_worker_logging`)."""
+    return {"env_vars": env_vars, "worker_process_setup_hook": run_log.WORKER_SETUP_HOOK}
+
+
+def dashboard_url(context: Any) -> str | None:
+    """The dashboard of the Ray that ``ray.init`` returned `context` for; None without one."""
+    url = getattr(context, "dashboard_url", None)
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def _announce_dashboard(context: Any) -> None:
+    url = dashboard_url(context)
+    if url:
+        log.info("Ray dashboard: %s", url)
+    else:
+        log.info("Ray dashboard: not running")
