@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,8 @@ def run_setting(
     print(f"{label}: {trials} trials x {epochs} epochs ...", flush=True)
     env = child_env(interval, work / f"{name}.timeline.jsonl")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if os.environ.get("RAYLUNG_BENCH_KEEP_TIMELINE"):  # the raw events, for a closer look
+        shutil.copy(work / f"{name}.timeline.jsonl", os.environ["RAYLUNG_BENCH_KEEP_TIMELINE"])
     if done.returncode or not out.is_file():
         raise RuntimeError(
             f"tune under {label} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
