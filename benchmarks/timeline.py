@@ -63,7 +63,7 @@ def mark_process(path: str | os.PathLike | None, role: str) -> None:
             trial = tune.get_context().get_trial_id()
         except Exception:  # noqa: BLE001 - not in a trial (a Train worker)
             trial = None
-    record(path, "process_up", role=role, created=created, trial=trial)
+    record(path, "process_up", "up", role=role, created=created, trial=trial)
 
 
 def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:

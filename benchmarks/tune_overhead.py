@@ -17,6 +17,11 @@ its first result and its end, so
   Tune start -> first result minus that epoch's ``epoch_time_s``;
 * experiment overhead per trial = (concurrency x tune wall - training - validation) / N.
 
+Start-up is also shown process by process -- the trial's actor, its Train controller, its
+rank-0 worker: each one's spawn, its imports (until it unpickles a recorder,
+``timeline.mark_process``) and Ray Train's steps between -- and as CPU seconds per process,
+which a busy machine changes far less than wall time.
+
 What raylung does to cut it (``raylung.cluster.connect``, ``raylung.tune.tuner``): Ray Train's
 health-check interval 0.25 s instead of 2 s (``ray.train.report`` hands its result over at
 the next poll, and a run's end is seen at the next poll); no print patching in workers; trial

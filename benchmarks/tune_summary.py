@@ -46,14 +46,18 @@ def _process(events: list[dict], pid: int | None, role: str, trial: str | None =
     """The `process_up` mark (spawn time `created`, recorder unpickled at `t`) of a process."""
     for e in events:
         if e["event"] == "process_up" and e.get("role") == role and e.get("created"):
-            if (trial is not None and e.get("trial") == trial) or (trial is None and e["pid"] == pid):
+            if (trial is not None and e.get("trial") == trial) or (trial is None and e.get("pid") == pid):
                 return e
     return None
 
 
 def _pid(events: list[dict], run: str, event: str, rank: int | None = None) -> int | None:
     return next(
-        (e["pid"] for e in events if e.get("run") == run and e["event"] == event and e.get("rank") == rank),
+        (
+            e.get("pid")
+            for e in events
+            if e.get("run") == run and e["event"] == event and e.get("rank") == rank
+        ),
         None,
     )
 
