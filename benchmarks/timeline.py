@@ -39,6 +39,33 @@ def record(path: str | os.PathLike, event: str, phase: str = "at", **fields: Any
         handle.write(line + "\n")
 
 
+_PROCESSES_SEEN: set[tuple[int, str]] = set()
+
+
+def mark_process(path: str | os.PathLike | None, role: str) -> None:
+    """Once per process and `role`: when the process was created (its spawn) and when it got
+    here, i.e. unpickled a recorder (after its imports). In a Tune trial's actor the trial id
+    names it; other processes are named by their later events' pid."""
+    if not path or (os.getpid(), role) in _PROCESSES_SEEN:
+        return
+    _PROCESSES_SEEN.add((os.getpid(), role))
+    try:
+        import psutil
+
+        created = psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - no psutil: the spawn time is unknown
+        created = None
+    trial = None
+    if role in ("hooks", "trainer"):
+        try:
+            from ray import tune
+
+            trial = tune.get_context().get_trial_id()
+        except Exception:  # noqa: BLE001 - not in a trial (a Train worker)
+            trial = None
+    record(path, "process_up", "up", role=role, created=created, trial=trial)
+
+
 def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not Path(path).is_file():
         return []
@@ -53,6 +80,10 @@ class TimelineHooks:
 
     def __init__(self, path: str | os.PathLike, run: str | None = None, rank: int | None = None) -> None:
         self.path, self.run, self.rank = str(path), run, rank
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        mark_process(self.path, "hooks")  # a trial's actor or a Train worker, imports done
 
     @contextlib.contextmanager
     def span(self, phase: str) -> Iterator[None]:
@@ -93,6 +124,11 @@ else:
             self.path = path or os.environ.get(TIMELINE_ENV)
             self.run = ""
             self.rank: int | None = None
+            mark_process(self.path, "trainer")  # a trial's actor, its TorchTrainer fitting
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__dict__.update(state)
+            mark_process(self.path, "callback")  # the Train controller or a worker, imports done
 
         def mark(self, event: str, phase: str = "at") -> None:
             if self.path:

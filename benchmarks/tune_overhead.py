@@ -17,6 +17,11 @@ its first result and its end, so
   Tune start -> first result minus that epoch's ``epoch_time_s``;
 * experiment overhead per trial = (concurrency x tune wall - training - validation) / N.
 
+Start-up is also shown process by process -- the trial's actor, its Train controller, its
+rank-0 worker: each one's spawn, its imports (until it unpickles a recorder,
+``timeline.mark_process``) and Ray Train's steps between -- and as CPU seconds per process,
+which a busy machine changes far less than wall time.
+
 What raylung does to cut it (``raylung.cluster.connect``, ``raylung.tune.tuner``): Ray Train's
 health-check interval 0.25 s instead of 2 s (``ray.train.report`` hands its result over at
 the next poll, and a run's end is seen at the next poll); no print patching in workers; trial
@@ -35,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,6 +184,8 @@ def run_setting(
     print(f"{label}: {trials} trials x {epochs} epochs ...", flush=True)
     env = child_env(interval, work / f"{name}.timeline.jsonl")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if os.environ.get("RAYLUNG_BENCH_KEEP_TIMELINE"):  # the raw events, for a closer look
+        shutil.copy(work / f"{name}.timeline.jsonl", os.environ["RAYLUNG_BENCH_KEEP_TIMELINE"])
     if done.returncode or not out.is_file():
         raise RuntimeError(
             f"tune under {label} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

@@ -42,6 +42,90 @@ def overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def _process(events: list[dict], pid: int | None, role: str, trial: str | None = None) -> dict | None:
+    """The `process_up` mark (spawn time `created`, recorder unpickled at `t`) of a process."""
+    for e in events:
+        if e["event"] == "process_up" and e.get("role") == role and e.get("created"):
+            if (trial is not None and e.get("trial") == trial) or (trial is None and e.get("pid") == pid):
+                return e
+    return None
+
+
+def _pid(events: list[dict], run: str, event: str, rank: int | None = None) -> int | None:
+    return next(
+        (
+            e.get("pid")
+            for e in events
+            if e.get("run") == run and e["event"] == event and e.get("rank") == rank
+        ),
+        None,
+    )
+
+
+def startup_breakdown(
+    events: list[dict], trial_id: str, start: float, first_step: float | None
+) -> dict[str, float] | None:
+    """Tune start -> first training step, process by process (``timeline.mark_process``): each
+    process's spawn, its imports (spawn -> its recorder unpickled), Ray Train's steps between.
+    None when a mark is missing (an older timeline)."""
+    actor = _process(events, None, "hooks", trial_id)
+    controller_pid = _pid(events, trial_id, "controller_start")
+    controller = _process(events, controller_pid, "callback")
+    worker_pid = _pid(events, trial_id, "train_context_ready", rank=0)
+    worker = _process(events, worker_pid, "callback")
+    marks = {
+        name: moment(events, trial_id, name)
+        for name in ("controller_start", "worker_group_start", "worker_group_ready", "train_fn_launched")
+    }
+    context = [e["t"] for e in events if e.get("run") == trial_id and e["event"] == "train_context_ready"]
+    setup = spans(events, trial_id, "setup")
+    if not (actor and controller and worker and context and setup and first_step) or None in marks.values():
+        return None
+    # Ray may hand the trial an idle worker it started earlier (spawn 0, imports from Tune's start).
+    points = [
+        ("Tune start -> trial actor process spawned", start),
+        ("trial actor imports (until its hooks unpickle)", max(start, actor["created"])),
+        ("trial: config, pipeline, queue, trainer -> controller spawned", actor["t"]),
+        ("controller imports and init", controller["created"]),
+        ("controller -> worker group start", marks["controller_start"]),
+        ("placement group, worker actor spawned", marks["worker_group_start"]),
+        ("worker imports (until its callback unpickles)", worker["created"]),
+        ("worker -> train context ready", worker["t"]),
+        ("process group (gloo) -> worker group ready", min(context)),
+        ("train fn launched -> loop starts (unpickle train fn: imports)", marks["worker_group_ready"]),
+        ("data and model set-up in the worker", setup[0][0]),
+        ("end", first_step),
+    ]
+    return {name: points[i + 1][1] - at for i, (name, at) in enumerate(points[:-1])}
+
+
+def startup_cpu(events: list[dict], trial_id: str) -> dict[str, float | None]:
+    """CPU seconds each of the trial's processes spent before the first training step: the
+    trial actor until its TorchTrainer fits, the Train controller until it starts, the rank-0
+    worker until its first epoch. Steadier than wall time on a shared machine."""
+    trainer = _process(events, None, "trainer", trial_id)
+    controller = next(
+        (e for e in events if e.get("run") == trial_id and e["event"] == "controller_start"), None
+    )
+    worker = next(
+        (
+            e
+            for e in events
+            if e.get("run") == trial_id
+            and e["event"] == "train_epoch"
+            and e["phase"] == "begin"
+            and e.get("rank") == 0
+        ),
+        None,
+    )
+    cpu = {
+        "trial actor (until its trainer fits)": trainer and trainer["cpu"],
+        "Train controller (until it starts)": controller and controller["cpu"],
+        "Train worker, rank 0 (until its first step)": worker and worker["cpu"],
+    }
+    return cpu
+
+
 def summarize_trial(
     trial_id: str, clock: dict[str, float], history: list[dict], events: list[dict]
 ) -> dict[str, Any]:
@@ -68,7 +152,11 @@ def summarize_trial(
     }
     controller = moment(events, trial_id, "controller_start")
     setup = spans(events, trial_id, "setup")
-    if controller is not None and setup and first_step:
+    fine = startup_breakdown(events, trial_id, clock["start"], first_step[0][0] if first_step else None)
+    if fine:
+        summary["startup_phases_s"] = fine
+        summary["startup_cpu_s"] = startup_cpu(events, trial_id)
+    elif controller is not None and setup and first_step:
         phases = {"Tune starts the trial -> Train controller up": controller - clock["start"]}
         if history and "time_total_s" in history[0]:  # Tune's clock starts in the trial actor
             actor_up = clock["first_result"] - history[0]["time_total_s"]
@@ -182,6 +270,11 @@ def report(results: dict[str, dict[str, Any]], comparison: dict[str, Any] | None
                 ["phase", "s"],
                 [[k, statistics.mean(p[k] for p in phases)] for k in phases[0]],
             )
+        cpus = [t.get("startup_cpu_s") or {} for t in r["trials"]]
+        if cpus and all(cpus) and all(v is not None for c in cpus for v in c.values()):
+            rows = [[k, statistics.mean(c[k] for c in cpus)] for k in cpus[0]]
+            rows.append(["sum", sum(row[1] for row in rows)])
+            print_table(f"{label}: trial start-up, mean CPU seconds per process", ["process", "CPU s"], rows)
     if comparison:
         print_table(
             f"health-check interval: {RAY_DEFAULT_INTERVAL} vs {RAYLUNG_INTERVAL}",

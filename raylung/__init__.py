@@ -24,8 +24,6 @@ def _register_with_timm_on_import() -> None:
     import sys
 
     def register() -> None:
-        if "raylung.models" in sys.modules:
-            return  # raylung.models registers itself when its import finishes
         from raylung.models.timm_entrypoints import register_with_timm
 
         register_with_timm()

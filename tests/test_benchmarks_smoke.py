@@ -156,7 +156,10 @@ def test_timeline_hooks_pickle_and_default_hooks_do_nothing(tmp_path):
     with hooks.span("validate"), NO_HOOKS.span("validate"):
         pass
     events = timeline.read_events(tmp_path / "t.jsonl")
-    assert [(e["event"], e["phase"], e["run"], e["rank"]) for e in events] == [
+    # Unpickling marks the process once (its spawn time, for the start-up breakdown).
+    (mark,) = [e for e in events if e["event"] == "process_up"]
+    assert mark["role"] == "hooks" and mark["created"] <= mark["t"]
+    assert [(e["event"], e["phase"], e["run"], e["rank"]) for e in events if e is not mark] == [
         ("validate", "begin", "r", 1),
         ("validate", "end", "r", 1),
     ]
@@ -621,3 +624,47 @@ def test_gpu_summary_ratios_compare_switches_and_models():
     assert ratios[("b", "bf16 channels_last / fp32 contiguous")] == pytest.approx(3.0)
     assert ("b", "channels_last / contiguous (bf16)") not in ratios  # its contiguous run ran out of memory
     assert summary["a / b images/s (median over configs)"] == pytest.approx(0.5)
+
+
+def test_startup_breakdown_follows_each_process_of_a_trial():
+    def at(event, t, pid, cpu=0.0, rank=None, phase="at", **extra):
+        return {
+            "event": event,
+            "phase": phase,
+            "t": t,
+            "cpu": cpu,
+            "pid": pid,
+            "run": "a",
+            "rank": rank,
+        } | extra
+
+    def up(t, pid, cpu, role, created, trial=None):
+        return {"event": "process_up", "phase": "up", "t": t, "cpu": cpu, "pid": pid, "role": role} | {
+            "created": created,
+            "trial": trial,
+        }
+
+    events = [
+        # the trial actor: an idle worker Ray started before the trial (spawn counts as 0)
+        up(2.0, 1, 1.0, "hooks", -5.0, trial="a"),
+        up(3.0, 1, 2.5, "trainer", -5.0, trial="a"),
+        up(5.0, 2, 1.2, "callback", 4.0),
+        at("controller_start", 6.0, 2, cpu=3.0),
+        at("worker_group_start", 6.5, 2),
+        up(9.0, 3, 1.5, "callback", 7.0),
+        at("train_context_ready", 10.0, 3, rank=0),
+        at("worker_group_ready", 10.5, 2),
+        at("train_fn_launched", 10.6, 2),
+        at("setup", 12.0, 3, rank=0, phase="begin"),
+        at("setup", 13.0, 3, rank=0, phase="end"),
+        at("train_epoch", 13.0, 3, cpu=6.0, rank=0, phase="begin"),
+    ]  # fmt: skip
+    phases = tune_summary.startup_breakdown(events, "a", 0.0, 13.0)
+    assert phases is not None and sum(phases.values()) == pytest.approx(13.0)
+    assert phases["Tune start -> trial actor process spawned"] == 0.0
+    assert phases["trial actor imports (until its hooks unpickle)"] == 2.0
+    assert phases["controller imports and init"] == 2.0
+    assert phases["worker imports (until its callback unpickles)"] == 2.0
+    assert phases["data and model set-up in the worker"] == 1.0
+    assert list(tune_summary.startup_cpu(events, "a").values()) == [2.5, 3.0, 6.0]
+    assert tune_summary.startup_breakdown(events[2:], "a", 0.0, 13.0) is None  # no trial actor mark

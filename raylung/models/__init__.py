@@ -5,6 +5,8 @@
 ResNet-ours is registered with timm too (``timm.create_model("resnet_ours50")``). See docs/model.md.
 """
 
+import sys
+
 from raylung.models.build import create_model, gradcam_target_layer
 from raylung.models.complexity import PAPER_INPUT_SHAPE, count_parameters, gflops
 from raylung.models.layers import EcaModule, FReLU, SpatialAttention
@@ -12,7 +14,8 @@ from raylung.models.registry import ModelEntry, get_model_entry, list_models, re
 from raylung.models.resnet_ours import PreActBottleneck, ResNetOurs, Stem, Switches, attention_maps
 from raylung.models.timm_entrypoints import register_with_timm
 
-register_with_timm()
+if "timm" in sys.modules:  # else `import raylung` registers them when timm is imported
+    register_with_timm()
 
 __all__ = [
     "PAPER_INPUT_SHAPE",

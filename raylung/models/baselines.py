@@ -15,24 +15,25 @@ arguments of ResNet-ours (``eca_k``, ``stem_channels``, ``width``) are rejected.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import timm
-from timm.models.resnet import ResNet
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from raylung.models.checks import check_common_args
 from raylung.models.registry import register_model
 
+if TYPE_CHECKING:
+    from raylung.models.timm_resnet import TimmResNet
+
 __all__ = ["BASELINE_ARGS", "TimmResNet", "resnet50", "resnet50c", "resnet50d", "resnext50_32x4d"]
 
 
-class TimmResNet(ResNet):
-    """timm's ``ResNet`` with raylung's model interface added (no change to its modules)."""
+def __getattr__(name: str) -> Any:
+    # timm is imported when a baseline is built, not when the registry lists the models: the
+    # config schema lists them in every process that validates a config (each Tune trial).
+    if name == "TimmResNet":
+        from raylung.models.timm_resnet import TimmResNet
 
-    def gradcam_target_layer(self) -> nn.Module:
-        """The module whose output is the last spatial feature map before pooling (Grad-CAM)."""
-        return self.layer4
+        return TimmResNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Every keyword a baseline factory accepts; ResNet-ours' architecture keywords are rejected.
@@ -53,6 +54,11 @@ def _create(
             raise ValueError(f"depths must be 4 positive ints, got {tuple(depths)}")
         kwargs["layers"] = tuple(depths)
     check_common_args(in_chans, num_classes, drop_rate, drop_path_rate)
+    import timm
+    from timm.models.resnet import ResNet
+
+    from raylung.models.timm_resnet import TimmResNet
+
     model = timm.create_model(
         name,
         pretrained=False,

@@ -4,7 +4,6 @@ with depthwise convolutions and channel-then-spatial attention (Kim & Kang 2023)
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath
 from torch import nn
 
 from raylung.models.kernels import channel_spatial_attention
@@ -113,7 +112,7 @@ class PreActBottleneck(nn.Module):
         self.conv3 = conv1x1(mid_chs, out_chs)
         self.attn_channel = make_channel_attention(switches.channel_attention, out_chs, eca_k)
         self.attn_spatial = SpatialAttention(out_chs) if switches.spatial_attention else nn.Identity()
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = _drop_path(drop_path)
         # The fused eager kernel covers the paper's pair only; other pairs call the modules.
         self._fused_attention = isinstance(self.attn_channel, EcaModule) and isinstance(
             self.attn_spatial, SpatialAttention
@@ -135,3 +134,14 @@ class PreActBottleneck(nn.Module):
         if x.dtype == shortcut.dtype:
             return x.add_(shortcut)  # `x` is a new tensor: add in place, one allocation fewer
         return x + shortcut
+
+
+def _drop_path(rate: float) -> nn.Module:
+    """timm's ``DropPath`` (stochastic depth) when `rate` > 0. timm is imported only then: its
+    import builds all of timm's models (about 1.7 s of CPU), which every Ray Train worker and
+    trial would otherwise pay for a block that is an ``nn.Identity`` by default."""
+    if rate <= 0:
+        return nn.Identity()
+    from timm.layers import DropPath
+
+    return DropPath(rate)

@@ -22,7 +22,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import SEModule
 from torch import nn
 
 from raylung.models.kernels import funnel_maximum
@@ -224,6 +223,8 @@ def make_channel_attention(name: str, channels: int, eca_k: EcaKernel) -> nn.Mod
     if name == "eca":
         return EcaModule(channels, eca_k)
     if name == "se":
+        from timm.layers import SEModule  # timm only when asked for: its import costs seconds
+
         return SEModule(channels, rd_ratio=1 / 16)
     if name == "none":
         return nn.Identity()

@@ -137,6 +137,11 @@ class ResNetOurs(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if self.fc.weight.is_meta:
+            # Built on the meta device (raylung.plan.effective, for the architecture only): no
+            # values to set, and PyTorch would route normal_ through its Python reference
+            # kernels, whose first import costs a Tune trial about a second of CPU.
+            return
         for name, module in self.named_modules():
             # The attention gates keep PyTorch's fan-in init: a fan-out init of a conv to one
             # channel would saturate the sigmoid at the start of training.

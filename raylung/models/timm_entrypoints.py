@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import register_model as timm_register_model
 from torch import nn
 
 OURS = ("resnet_ours50", "resnet_ours26", "resnet_ours_tiny")
@@ -39,6 +38,7 @@ def _entrypoint(name: str):
 def register_with_timm() -> None:
     """Add raylung's ResNet-ours variants to timm's model registry (idempotent)."""
     import timm
+    from timm.models import register_model as timm_register_model
 
     for name in OURS:
         if name not in timm.list_models(name):

@@ -168,6 +168,15 @@ def _request_resources(bundles: list[dict[str, float]]) -> None:
         pass
 
 
+def run_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's entry point: :func:`raylung.train.loop.train_loop_per_worker`, imported in the
+    worker. The launching process (a Tune trial's actor) pickles only this function by name,
+    so it never imports the loop's modules (scikit-learn among them: a second of CPU)."""
+    from raylung.train.loop import train_loop_per_worker
+
+    train_loop_per_worker(loop_config)
+
+
 def _trainer(
     cfg: RaylungConfig,
     location: RunLocation,
@@ -178,10 +187,8 @@ def _trainer(
     from ray.train import CheckpointConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from raylung.train.loop import train_loop_per_worker
-
     return TorchTrainer(
-        train_loop_per_worker,
+        run_worker,
         train_loop_config=loop_config,
         scaling_config=scaling_config(cfg),
         run_config=RunConfig(
