@@ -40,7 +40,7 @@ from raylung.artifacts.loader import LoadedModel, inference_device, load_export
 from raylung.artifacts.tta import NO_TTA, LogitFn, average_views, tta_views, view_logits
 from raylung.config import DataConfig
 from raylung.data import UnreadableImageError, build_transform, load_image
-from raylung.data.images import drop_alpha, resize_to, to_channels, to_uint8
+from raylung.data.images import conform
 from raylung.data.naming import LABEL_NAMES
 from raylung.errors import ConfigError, DataError
 from raylung.extras import require_extra
@@ -134,10 +134,9 @@ def read_image(path: Path, data: DataConfig) -> np.ndarray:
     elif image.shape[2] in (3, 4):
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     try:
-        image = to_channels(to_uint8(drop_alpha(image)), data.in_chans)
+        return conform(image, data.in_chans, data.image_size, data.keep_aspect)
     except ValueError as exc:
         raise UnreadableImageError(path, str(exc)) from exc
-    return np.ascontiguousarray(resize_to(image, data.image_size, data.keep_aspect))
 
 
 def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:

@@ -20,7 +20,7 @@ from raylung.artifacts.loader import LoadedModel, load_export
 from raylung.artifacts.predict import RUNTIMES, Runtime, logit_runtime, read_image
 from raylung.artifacts.tta import NO_TTA, average_views, tta_views, view_logits
 from raylung.data import build_transform
-from raylung.data.images import drop_alpha, resize_to, to_channels, to_uint8
+from raylung.data.images import conform
 from raylung.data.naming import LABEL_NAMES
 from raylung.errors import ConfigError
 
@@ -114,6 +114,5 @@ class Predictor:
                 array = array[:, :, None]
             if array.ndim != 3:
                 raise ConfigError(f"an image array must be (H, W) or (H, W, C), got shape {array.shape}")
-            array = to_channels(to_uint8(drop_alpha(array)), data.in_chans)
-            array = np.ascontiguousarray(resize_to(array, data.image_size, data.keep_aspect))
+            array = conform(array, data.in_chans, data.image_size, data.keep_aspect)
         return self._transform(array)

@@ -214,9 +214,17 @@ def load_image(
     canonical loading path, shared by the cache and the uncached Dataset."""
     image = decode(path, target=size, keep_aspect=keep_aspect)
     try:
-        image = to_channels(to_uint8(drop_alpha(image)), in_chans)
+        return conform(image, in_chans, size, keep_aspect)
     except ValueError as exc:
         raise UnreadableImageError(path, str(exc)) from exc
+
+
+def conform(
+    image: np.ndarray, in_chans: int, size: tuple[int, int] | None = None, keep_aspect: bool = False
+) -> np.ndarray:
+    """A decoded (H, W[, C]) array as training sees it: no alpha, uint8, `in_chans` channels,
+    resized when `size` is given. ValueError when its channels cannot be made to fit."""
+    image = to_channels(to_uint8(drop_alpha(image)), in_chans)
     if size is not None:
         image = resize_to(image, size, keep_aspect)
     return np.ascontiguousarray(image)
