@@ -132,3 +132,101 @@ def test_a_restored_searcher_opens_its_own_copy_and_fails_trials_tune_never_reco
         TrialState.FAIL,
         TrialState.RUNNING,
     ]
+
+
+def _epochs_per_trial(experiment: Path) -> dict[str, int]:
+    """Epochs each trial's Ray Train run has reported (its snapshot is rewritten per report)."""
+    import json
+
+    counts = {}
+    for snapshot in (experiment / "trials").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            counts[snapshot.parent.name] = json.loads(snapshot.read_text())["current_report_index"]
+        except (json.JSONDecodeError, KeyError, OSError):
+            continue
+    return counts
+
+
+def _stored_study_states(experiment: Path, scratch: Path) -> list[str]:
+    """The trial states of the study copy in storage (read from a copy, never in place)."""
+    import optuna
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy = scratch / STUDY_FILE
+    copy.write_bytes((experiment / STUDY_FILE).read_bytes())
+    study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{copy}")
+    return [trial.state.name for trial in study.trials]
+
+
+@pytest.mark.slow
+def test_a_search_whose_driver_is_lost_continues_on_another_machine(ray_address, demo_root, tmp_path):
+    """Kill `raylung tune` on URI storage after its first trial; resume under another HOME (nothing
+    local survives): the stored study has the finished trial COMPLETE, and the resumed search
+    finishes every trial once, the finished one never trained again."""
+    import json
+
+    storage = tmp_path / "storage"
+    epochs = 3
+    args = ["tune", str(SMOKE)]
+    for item in smoke_overrides(
+        storage,
+        demo_root,
+        f"experiment.storage=file://{storage}",
+        "search.num_samples=2",
+        "search.max_concurrent_trials=1",
+        "search.asha.enabled=false",
+        f"train.epochs={epochs}",
+        "wandb.mode=disabled",
+    ):
+        args += ["--set", item]
+    env = dict(os.environ, HOME=str(tmp_path / "first-machine"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raylung", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 400
+    experiment = None
+    while time.monotonic() < deadline:
+        found = list(storage.glob("smoke-*/trials"))
+        if found:
+            experiment = found[0].parent
+            # The first trial finished and the second is part-way through.
+            reports = _epochs_per_trial(experiment)
+            if epochs in reports.values() and set(range(1, epochs)) & set(reports.values()):
+                break
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the tune never got one trial done")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    states = _stored_study_states(experiment, tmp_path / "scratch")
+    assert states == ["COMPLETE", "RUNNING"], states
+    finished = {
+        trial: (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes()
+        for trial, count in _epochs_per_trial(experiment).items()
+        if count == epochs
+    }
+    assert len(finished) == 1
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "raylung", "tune", "--resume", f"file://{experiment}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, HOME=str(tmp_path / "second-machine")),
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    for trial, snapshot in finished.items():  # never trained again
+        assert (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes() == snapshot
+    assert list(_epochs_per_trial(experiment).values()) == [epochs, epochs]
+    assert sorted(_stored_study_states(experiment, tmp_path / "scratch")) == ["COMPLETE", "COMPLETE"]
+    results = json.loads((experiment / "results.json").read_text())
+    assert len(results) == 2
+    for result in results:  # every epoch exactly once
+        assert [row["epoch"] for row in result["history"]] == list(range(1, epochs + 1))
