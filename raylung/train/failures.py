@@ -73,7 +73,7 @@ def _is_actor_death(error: BaseException) -> bool:
 
 
 def _actor_death(error: BaseException) -> str:
-    """'the node of a worker (10.0.0.2) was lost' / 'a worker process (pid 12) was killed'."""
+    """'the node of a worker (10.0.0.2) was lost' / 'a worker process (pid 12) died'."""
     text = str(error)
     ip = re.search(r"\bip: (\S+)", text)
     pid = re.search(r"\bpid: (\d+)", text)
