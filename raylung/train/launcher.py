@@ -236,24 +236,46 @@ def fit(
         with display:
             return trainer.fit()
     except TrainingFailedError as exc:
-        raise _explain_failure(exc, location, resume_hint) from exc
+        raise _explain_failure(exc, location, resume_hint, resource_wait_s) from exc
     finally:
         if progress:
             loop_config["progress"].shutdown()
 
 
-def _explain_failure(exc: Exception, location: RunLocation, resume_hint: str | None) -> Exception:
-    """Ray's failure, as one message saying what failed and how to continue."""
+def _explain_failure(
+    exc: Exception, location: RunLocation, resume_hint: str | None, resource_wait_s: float = 0.0
+) -> Exception:
+    """Ray's failure as one line: what failed, what is kept, how to continue (Ray's tracebacks are
+    in the run's log, where Ray's loggers wrote them)."""
+    from raylung.cluster.run_log import record_error
     from raylung.errors import TrainingFailedError as RaylungTrainingFailed
+    from raylung.train.failures import failure_cause
 
-    cause = str(exc).strip().splitlines()
-    summary = next((line for line in reversed(cause) if line.strip()), type(exc).__name__)
-    message = (
-        f"training failed ({type(exc).__name__}: {summary[:400]}). Checkpoints are kept in {location.path}"
+    record_error("training failed; Ray's error:", exc)  # the whole of it, in the run log only
+    reason = failure_cause(exc, resource_wait_s or None)
+    epoch = last_checkpoint_epoch(location)
+    kept = (
+        f"checkpoints up to epoch {epoch} are kept" if epoch else "nothing was checkpointed yet; the run is"
     )
+    message = f"training failed: {reason}; {kept} in {location.path}"
     if resume_hint:
-        message += f"; once the cause is fixed, continue with `{resume_hint}`"
-    return RaylungTrainingFailed(message)
+        message += f"; continue with {resume_hint}"
+    return RaylungTrainingFailed(message, reason)
+
+
+def last_checkpoint_epoch(location: RunLocation) -> int | None:
+    """The epoch of the run's latest checkpoint, from Ray Train's snapshot (None: no checkpoint)."""
+    import json
+
+    try:
+        filesystem, path = resolve_storage(location.path)
+        with filesystem.open_input_stream(join(path, SNAPSHOT_FILE)) as stream:
+            snapshot = json.loads(stream.read())
+    except Exception:  # noqa: BLE001 - no snapshot yet, or unreadable: say nothing about epochs
+        return None
+    latest = snapshot.get("latest_checkpoint_result") or {}
+    epoch = (latest.get("metrics") or {}).get("epoch")
+    return int(epoch) if epoch is not None else None
 
 
 def has_snapshot(location: RunLocation) -> bool:

@@ -21,6 +21,7 @@ from raylung.config.search_space import SearchSpace
 from raylung.experiment import Experiment
 from raylung.plan.effective import augment_text
 from raylung.storage import join
+from raylung.train.failures import failure_cause
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,34 @@ def summarize_trial(
         best_value=best_value,
         best_epoch=best_epoch,
         history=history,
-        error=None if result.error is None else str(result.error).splitlines()[0][:300],
+        error=None if result.error is None else failure_cause(result.error)[:400],
         reported_epochs=reported,
         pipeline=trial_pipeline_record(experiment, str(trial_id), base, space, params),
+    )
+
+
+def errored_trials_line(trials: list[TrialSummary], experiment: str, best_trial: str | None) -> str | None:
+    """The one line a search with errored trials ends on: which, why, what is kept, how to go on.
+
+    None when no trial errored. Ray's tracebacks are in the experiment's raylung.log."""
+    errored = [t for t in trials if t.status == "error"]
+    if not errored:
+        return None
+    reasons: dict[str, list[str]] = {}
+    for trial in errored:  # one node lost takes several trials down for one reason
+        reasons.setdefault(trial.error or "unknown error", []).append(trial.trial_id)
+    why = "; ".join(f"{', '.join(ids)}: {reason}" for reason, ids in reasons.items())
+    good = len(trials) - len(errored)
+    kept = (
+        f"the results of the {good} other trial(s) are written to {experiment}"
+        if good
+        else "no trial finished"
+    )
+    if best_trial:
+        kept += f" (best trial {best_trial} in best.json)"
+    return (
+        f"{len(errored)} of {len(trials)} trial(s) errored ({why}); {kept}; their checkpoints are kept, "
+        f"continue with raylung tune --resume {experiment}"
     )
 
 
