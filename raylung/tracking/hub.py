@@ -146,13 +146,14 @@ class HubRun:
         self.link.call(self.hub and self.hub.log_epoch, self.key, dict(report))
 
     def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.link.call(self.hub and self.hub.log_table, self.key, name, [dict(row) for row in rows])
+        rows = [dict(row) for row in rows]
+        self.link.call(self.hub and self.hub.log_table, self.key, name, rows, what="table")
 
     def log_images(self, images: Mapping[str, Path]) -> None:
-        self.link.call(self.hub and self.hub.log_images, self.key, dict(images))
+        self.link.call(self.hub and self.hub.log_images, self.key, dict(images), what="images")
 
     def summary(self, values: Mapping[str, Any]) -> None:
-        self.link.call(self.hub and self.hub.summary, self.key, dict(values))
+        self.link.call(self.hub and self.hub.summary, self.key, dict(values), what="summary")
 
     def finish(self) -> Path | None:
         folder = self.link.call(self.hub and self.hub.finish, self.key, what="finish")
