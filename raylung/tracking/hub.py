@@ -132,7 +132,7 @@ class HubRun:
         self.key = key
         self.link = HubLink(hub, _folder(init))
         if init is not None:
-            self.link.call(hub and hub.start, key, dict(init), what="run start")
+            self.link.call("start", key, dict(init), what="run start")
 
     @property
     def hub(self) -> Any:
@@ -143,20 +143,20 @@ class HubRun:
         return [EpochLogger(self.hub, self.key, self.link.folder)] if self.hub is not None else []
 
     def log_epoch(self, report: Mapping[str, Any]) -> None:
-        self.link.call(self.hub and self.hub.log_epoch, self.key, dict(report))
+        self.link.call("log_epoch", self.key, dict(report))
 
     def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
         rows = [dict(row) for row in rows]
-        self.link.call(self.hub and self.hub.log_table, self.key, name, rows, what="table")
+        self.link.call("log_table", self.key, name, rows, what="table")
 
     def log_images(self, images: Mapping[str, Path]) -> None:
-        self.link.call(self.hub and self.hub.log_images, self.key, dict(images), what="images")
+        self.link.call("log_images", self.key, dict(images), what="images")
 
     def summary(self, values: Mapping[str, Any]) -> None:
-        self.link.call(self.hub and self.hub.summary, self.key, dict(values), what="summary")
+        self.link.call("summary", self.key, dict(values), what="summary")
 
     def finish(self) -> Path | None:
-        folder = self.link.call(self.hub and self.hub.finish, self.key, what="finish")
+        folder = self.link.call("finish", self.key, what="finish")
         return Path(folder) if folder else None
 
 
@@ -172,8 +172,7 @@ class EpochLogger(UserCallback):
         self.link = HubLink(hub, folder)
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        hub = self.link.hub
-        self.link.call(hub and hub.log_epoch, self.key, dict(metrics[0]))
+        self.link.call("log_epoch", self.key, dict(metrics[0]))
 
 
 class HubLink:
@@ -182,13 +181,14 @@ class HubLink:
     def __init__(self, hub: Any, folder: Path | None) -> None:
         self.hub, self.folder = hub, folder
 
-    def call(self, method: Any, *args: Any, what: str = "log") -> Any:
-        if method is None:  # no hub: W&B disabled, or the hub died
+    def call(self, method: str, *args: Any, what: str = "log") -> Any:
+        """The hub's `method`(*args), or None when there is no hub (W&B disabled, or it died)."""
+        if self.hub is None:
             return None
         import ray
 
         try:
-            return ray.get(method.remote(*args), timeout=HUB_TIMEOUT_S)
+            return ray.get(getattr(self.hub, method).remote(*args), timeout=HUB_TIMEOUT_S)
         except ray.exceptions.RayActorError as exc:
             self.hub = None
             LAPSES.report(f"{what} (the tracker hub is gone)", self.folder, exc)
