@@ -20,7 +20,7 @@ from wandb_records import history_rows
 
 from raylung.config import WandbConfig
 from raylung.errors import ConfigError
-from raylung.tracking import Tracker, check_server, decide_mode, init_kwargs
+from raylung.tracking import Tracker, check_server, decide_mode, init_kwargs, teardown
 from raylung.tracking.lapses import LAPSES
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # never sent anywhere but 127.0.0.1
@@ -46,6 +46,16 @@ def test_check_server_tells_each_answer(mode, reachable, reason):
 def test_unknown_host_is_unreachable():
     found = check_server("http://no-such-host.invalid")
     assert (found.reachable, found.reason) == (False, "unknown host")
+
+
+def test_the_probe_goes_through_the_proxy_as_wandb_would(monkeypatch):
+    """A proxy that cannot reach the server answers 502: out of reach, though the proxy is up."""
+    with FakeWandbServer("http-502") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        found = check_server("http://wandb.invalid")
+    assert (found.reachable, found.reason.split(" (")[0]) == (False, "answered 502 Bad Gateway")
 
 
 def test_silent_server_costs_at_most_the_bound():
@@ -105,6 +115,7 @@ def test_failing_calls_are_skipped_and_said_once(tmp_path, caplog):
     assert len(warnings) == 1 and "W&B log failed" in warnings[0].getMessage()
     assert "wandb sync" in warnings[0].getMessage() and str(tmp_path) in warnings[0].getMessage()
     assert any("W&B summary failed" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    teardown()  # W&B's service writes the run file out (as the tracker hub does when it closes)
     (run_file,) = tmp_path.rglob("*.wandb")
     assert [row["loss"] for row in history_rows(run_file)] == [0.5]
 

@@ -52,7 +52,8 @@ def check_server(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> Reachability:
 def _get(url: str, timeout_s: float) -> tuple[bool, str]:
     request = urllib.request.Request(url, method="GET", headers={"User-Agent": "raylung-probe"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - W&B's URL
+        # A fresh opener reads the proxy variables now (urlopen's shared one kept its first view).
+        with urllib.request.build_opener().open(request, timeout=timeout_s) as response:
             return True, f"answered {response.status}"
     except urllib.error.HTTPError as exc:
         if exc.code in GATEWAY_CODES:
