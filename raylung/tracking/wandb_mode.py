@@ -93,7 +93,8 @@ class ModeDecision:
     fallback: str | None = None  # "W&B server URL refused the connection"
 
     def announce(self, runs_dir: Path) -> Mode:
-        """Say once, naming the run files' folder, that a run logs offline instead of online."""
+        """Say, in one line naming the run files' folder, that runs log offline, not online
+        (called once per command, when its run folder is known); returns the mode."""
         if self.fallback:
             folder = runs_dir / "wandb"  # W&B writes its run folders there (wandb.init(dir=...))
             log.warning(
@@ -128,6 +129,7 @@ def decide_mode(cfg: WandbConfig) -> ModeDecision:
         return ModeDecision("online")
     url = base_url()
     reach = check_server(url)
+    log.debug("W&B server %s %s (%.2f s)", url, reach.reason, reach.seconds)
     if reach.reachable:
         return ModeDecision("online")
     where = f"W&B server {url} {reach.reason}"
