@@ -260,6 +260,6 @@ def run_benchmark(
         reference=labels[0],
         fractions=grid.fractions,
     )
-    outcome.files = write_outputs(outcome, prepared.base)
+    outcome.files = write_outputs(outcome, prepared.base, prepared.wandb_mode)
     experiment.sync_up()
     return outcome

@@ -14,7 +14,7 @@ from typing import Any
 
 from raylung.benchmark.paper import METRICS, paper_label
 from raylung.config import RaylungConfig
-from raylung.tracking import Tracker, init_kwargs, resolve_mode
+from raylung.tracking import Mode, Tracker, init_kwargs, resolve_mode
 
 SYNTHETIC_NOTE = "synthetic demo data: these numbers mean nothing clinically"
 
@@ -167,7 +167,7 @@ def bar_chart(outcome: Any, path: Path) -> Path:
     return path
 
 
-def write_outputs(outcome: Any, base: RaylungConfig) -> dict[str, Path]:
+def write_outputs(outcome: Any, base: RaylungConfig, wandb_mode: Mode | None = None) -> dict[str, Path]:
     out = outcome.experiment.local / "benchmark"
     out.mkdir(parents=True, exist_ok=True)
     stem = "table3" if _is_table3(outcome) else outcome.axis.rsplit(".", 1)[-1]
@@ -201,12 +201,12 @@ def write_outputs(outcome: Any, base: RaylungConfig) -> dict[str, Path]:
     bar_chart(outcome, files["chart"])
     if len(outcome.fractions) > 1:
         files["fractions"] = fraction_chart(outcome, out / f"{stem}_fractions.png")
-    _log_wandb(outcome, base, files)
+    _log_wandb(outcome, base, files, wandb_mode)
     return files
 
 
-def _log_wandb(outcome: Any, base: RaylungConfig, files: dict[str, Path]) -> None:
-    mode = resolve_mode(base.wandb)
+def _log_wandb(outcome: Any, base: RaylungConfig, files: dict[str, Path], mode: Mode | None) -> None:
+    mode = mode or resolve_mode(base.wandb)  # the benchmark's decision, made before Ray started
     if mode == "disabled":
         return
     run = Tracker.start(

@@ -13,6 +13,10 @@ see the dashboard or the cluster's state. The hub finds the key where the driver
 driver's node: a local Ray started by the driver passes the driver's environment (a
 ``WANDB_API_KEY`` included) on to every actor, and a cluster node has its own netrc file
 (``NETRC``, set for ``ray start`` by the cluster configs; see docs/cluster.md).
+
+A hub that dies (its process killed, its node's memory short) costs the runs their logging,
+never the training: every call to it is a lapse, warned of once (:mod:`.lapses`), after which
+the callers stop asking it.
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ from typing import Any
 from ray.train.v2.api.callback import UserCallback
 
 from raylung.errors import ConfigError, RaylungError
+from raylung.tracking.lapses import LAPSES
 from raylung.tracking.tracker import Tracker, teardown
 from raylung.tracking.wandb_mode import base_url, has_credentials
 
 log = logging.getLogger(__name__)
+
+# The longest a caller waits on the hub: a run's finish waits out W&B's own (shorter) timeout.
+HUB_TIMEOUT_S = 180.0
 
 
 class _Hub:
@@ -110,44 +118,45 @@ def tracker_hub(enabled: bool = True, name: str | None = None) -> Iterator[Any]:
         yield hub
     finally:
         try:
-            ray.get(hub.close.remote(), timeout=120)
-        except Exception:  # noqa: BLE001 - the runs' files are what is left; say so, go on
-            log.warning("W&B runs could not all be closed cleanly", exc_info=True)
-        ray.kill(hub)
+            ray.get(hub.close.remote(), timeout=HUB_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the runs' files are what is left; say so, go on
+            LAPSES.report("closing the runs", None, exc)
+        with contextlib.suppress(Exception):
+            ray.kill(hub)
 
 
 class HubRun:
     """One run held by the hub, used from the driver like a local :class:`Tracker`."""
 
     def __init__(self, hub: Any, key: str, init: Mapping[str, Any] | None) -> None:
-        self.hub, self.key = hub, key
-        if hub is not None and init is not None:
-            _call(hub.start, key, dict(init))
+        self.key = key
+        self.link = HubLink(hub, _folder(init))
+        if init is not None:
+            self.link.call("start", key, dict(init), what="run start")
+
+    @property
+    def hub(self) -> Any:
+        return self.link.hub
 
     def report_callbacks(self) -> list[UserCallback]:
         """The Ray Train callbacks that bring this run its per-epoch metrics."""
-        return [EpochLogger(self.hub, self.key)] if self.hub is not None else []
+        return [EpochLogger(self.hub, self.key, self.link.folder)] if self.hub is not None else []
 
     def log_epoch(self, report: Mapping[str, Any]) -> None:
-        if self.hub is not None:
-            _call(self.hub.log_epoch, self.key, dict(report))
+        self.link.call("log_epoch", self.key, dict(report))
 
     def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        if self.hub is not None:
-            _call(self.hub.log_table, self.key, name, [dict(row) for row in rows])
+        rows = [dict(row) for row in rows]
+        self.link.call("log_table", self.key, name, rows, what="table")
 
     def log_images(self, images: Mapping[str, Path]) -> None:
-        if self.hub is not None:
-            _call(self.hub.log_images, self.key, dict(images))
+        self.link.call("log_images", self.key, dict(images), what="images")
 
     def summary(self, values: Mapping[str, Any]) -> None:
-        if self.hub is not None:
-            _call(self.hub.summary, self.key, dict(values))
+        self.link.call("summary", self.key, dict(values), what="summary")
 
     def finish(self) -> Path | None:
-        if self.hub is None:
-            return None
-        folder = _call(self.hub.finish, self.key)
+        folder = self.link.call("finish", self.key, what="finish")
         return Path(folder) if folder else None
 
 
@@ -158,19 +167,40 @@ class EpochLogger(UserCallback):
     downstream (Tune, a scheduler) acts on it.
     """
 
-    def __init__(self, hub: Any, key: str) -> None:
-        self.hub, self.key = hub, key
+    def __init__(self, hub: Any, key: str, folder: Path | None = None) -> None:
+        self.key = key
+        self.link = HubLink(hub, folder)
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        _call(self.hub.log_epoch, self.key, dict(metrics[0]))
+        self.link.call("log_epoch", self.key, dict(metrics[0]))
 
 
-def _call(method: Any, *args: Any) -> Any:
-    import ray
+class HubLink:
+    """Calls to the hub; one that fails is a lapse, and a dead hub is not asked again."""
 
-    try:
-        return ray.get(method.remote(*args))
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, RaylungError):  # raylung's own message, without the actor's traceback
-            raise exc.cause from None
-        raise
+    def __init__(self, hub: Any, folder: Path | None) -> None:
+        self.hub, self.folder = hub, folder
+
+    def call(self, method: str, *args: Any, what: str = "log") -> Any:
+        """The hub's `method`(*args), or None when there is no hub (W&B disabled, or it died)."""
+        if self.hub is None:
+            return None
+        import ray
+
+        try:
+            return ray.get(getattr(self.hub, method).remote(*args), timeout=HUB_TIMEOUT_S)
+        except ray.exceptions.RayActorError as exc:
+            self.hub = None
+            LAPSES.report(f"{what} (the tracker hub is gone)", self.folder, exc)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, RaylungError):  # raylung's own message, without the actor's traceback
+                raise exc.cause from None
+            LAPSES.report(what, self.folder, exc.cause or exc)
+        except ray.exceptions.GetTimeoutError as exc:
+            LAPSES.report(f"{what} (no answer from the tracker hub in {HUB_TIMEOUT_S:g} s)", self.folder, exc)
+        return None
+
+
+def _folder(init: Mapping[str, Any] | None) -> Path | None:
+    """Where W&B writes this run's files (``wandb.init(dir=...)`` adds a ``wandb`` folder)."""
+    return Path(init["dir"]) / "wandb" if init and "dir" in init else None

@@ -6,20 +6,37 @@ or ~/.netrc) and otherwise writes offline run files that ``wandb sync`` uploads 
 always go inside the experiment (``dir=``) rather than W&B's default location. The key itself is
 only ever checked for presence; it is never logged, printed, put in a config or in a Ray
 runtime environment (a cluster node reads it from its own netrc: docs/cluster.md).
+
+With credentials, the server is probed once, on the driver, before anything is created or Ray
+starts (:mod:`.reachability`): ``auto`` falls back to offline with one warning, an explicit
+``online`` stops with one error line. The decision travels down to every run (hub, trials,
+summary, links), so no worker decides again, or waits on a server that is not there.
 """
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from raylung.config import WandbConfig
 from raylung.errors import ConfigError
+from raylung.tracking.lapses import sync_hint
+from raylung.tracking.reachability import check_server
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["online", "offline", "disabled"]
+
+# A server gone mid-run: a new run falls back to offline after this (W&B's default is 90 s) ...
+INIT_TIMEOUT_S = 30.0
+# ... and a run's end waits no longer for uploads (W&B's default retries for ~10 min); the rest
+# stays in the run's folder for `wandb sync`.
+FINISH_TIMEOUT_S = 60.0
 
 
 def base_url() -> str:
@@ -68,19 +85,67 @@ def has_credentials() -> bool:
     return False
 
 
-def resolve_mode(cfg: WandbConfig) -> Mode:
-    """The W&B mode to use; `online` without credentials is a clear error, not a hang."""
+@dataclass(frozen=True)
+class ModeDecision:
+    """The mode a command logs in, and why it is offline when the user asked for auto."""
+
+    mode: Mode
+    fallback: str | None = None  # "W&B server URL refused the connection"
+
+    def announce(self, runs_dir: Path) -> Mode:
+        """Say, in one line naming the run files' folder, that runs log offline, not online
+        (called once per command, when its run folder is known); returns the mode."""
+        if self.fallback:
+            folder = runs_dir / "wandb"  # W&B writes its run folders there (wandb.init(dir=...))
+            log.warning(
+                "%s: logging offline instead, to %s (upload later: %s)",
+                self.fallback,
+                folder,
+                sync_hint(folder),
+            )
+        return self.mode
+
+
+def decide_mode(cfg: WandbConfig) -> ModeDecision:
+    """The W&B mode of one command, decided on the driver before anything starts.
+
+    Online needs credentials (a clear error, not a hang) and a server that answers a probe
+    within seconds: ``auto`` falls back to offline, an explicit ``online`` is an error.
+    ``WANDB_MODE`` in the environment is the user's word and is never second-guessed.
+    """
     env_mode = os.environ.get("WANDB_MODE")
     if env_mode in ("offline", "disabled", "dryrun"):
-        return "disabled" if env_mode == "disabled" else "offline"
-    if cfg.mode == "auto":
-        return "online" if has_credentials() else "offline"
-    if cfg.mode == "online" and not has_credentials():
+        return ModeDecision("disabled" if env_mode == "disabled" else "offline")
+    if cfg.mode in ("offline", "disabled"):
+        return ModeDecision(cfg.mode)
+    if not has_credentials():
+        if cfg.mode == "online":
+            raise ConfigError(
+                f"wandb.mode is online but no W&B credentials for {base_url()} were found: run `wandb "
+                "login` (or set WANDB_API_KEY), or use wandb.mode: offline (sync later with `wandb sync`)"
+            )
+        return ModeDecision("offline")
+    if env_mode:  # WANDB_MODE=online: asked for, not probed
+        return ModeDecision("online")
+    url = base_url()
+    reach = check_server(url)
+    log.debug("W&B server %s %s (%.2f s)", url, reach.reason, reach.seconds)
+    if reach.reachable:
+        return ModeDecision("online")
+    where = f"W&B server {url} {reach.reason}"
+    if cfg.mode == "online":
         raise ConfigError(
-            f"wandb.mode is online but no W&B credentials for {base_url()} were found: run `wandb "
-            "login` (or set WANDB_API_KEY), or use wandb.mode: offline (sync later with `wandb sync`)"
+            f"wandb.mode is online but the {where}: check the network or proxy (HTTPS_PROXY), or use "
+            "wandb.mode: auto (logs offline when the server is out of reach) or offline"
         )
-    return cfg.mode
+    return ModeDecision("offline", where)
+
+
+def resolve_mode(cfg: WandbConfig, runs_dir: Path | None = None) -> Mode:
+    """:func:`decide_mode`, announced for the runs under `runs_dir`: for one-off callers;
+    a command that starts several runs decides once and passes the decision down."""
+    decision = decide_mode(cfg)
+    return decision.announce(runs_dir) if runs_dir is not None else decision.mode
 
 
 def init_kwargs(
@@ -107,7 +172,14 @@ def init_kwargs(
         "tags": list(cfg.tags),
         # Several runs may be open in one process (the tracker hub holds one per trial).
         "reinit": "create_new",
-        "settings": wandb.Settings(silent=True, console="off", disable_git=True, x_disable_stats=True),
+        "settings": wandb.Settings(
+            silent=True,
+            console="off",
+            disable_git=True,
+            x_disable_stats=True,
+            init_timeout=INIT_TIMEOUT_S,
+            finish_timeout=FINISH_TIMEOUT_S,
+        ),
     }
     if cfg.entity:
         kwargs["entity"] = cfg.entity

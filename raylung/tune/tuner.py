@@ -24,7 +24,7 @@ from raylung.config.search_space import SearchSpace
 from raylung.data import SplitSet
 from raylung.errors import ClusterError, ConfigError
 from raylung.experiment import Experiment
-from raylung.tracking import init_kwargs, resolve_mode
+from raylung.tracking import Mode, init_kwargs, resolve_mode
 from raylung.tracking.hub import tracker_hub
 from raylung.train.launcher import check_resources, prepare_splits
 from raylung.tune.searcher import ResumableOptunaSearch
@@ -44,6 +44,9 @@ class PreparedSearch:
     experiment: Experiment
     base: RaylungConfig
     space: SearchSpace
+    # Decided once by the command, on the driver, before Ray starts (workflows.tune); every
+    # trial's run, the summary run and the links take it from here.
+    wandb_mode: Mode | None = None
 
 
 def prepare(
@@ -153,18 +156,23 @@ def restorable_trainable():
 
 def _run_template(prepared: PreparedSearch) -> dict[str, Any]:
     """What every trial's tracked run shares: project, mode, group (the experiment), folder."""
-    mode = resolve_mode(prepared.base.wandb)
     return init_kwargs(
         prepared.base.wandb,
-        mode,
+        tracking_mode(prepared),
         prepared.experiment.wandb_dir,
         group=prepared.experiment.name,
         job_type="trial",
     )
 
 
+def tracking_mode(prepared: PreparedSearch) -> Mode:
+    """The search's W&B mode: the command's decision (decided here only for a caller that
+    built `prepared` itself)."""
+    return prepared.wandb_mode or resolve_mode(prepared.base.wandb, prepared.experiment.wandb_dir)
+
+
 def _tracked(prepared: PreparedSearch) -> bool:
-    return resolve_mode(prepared.base.wandb) != "disabled"
+    return tracking_mode(prepared) != "disabled"
 
 
 def hub_name(prepared: PreparedSearch) -> str:

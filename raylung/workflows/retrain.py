@@ -16,7 +16,7 @@ from raylung.errors import ConfigError
 from raylung.experiment import Experiment
 from raylung.extras import has_extra, install_hint
 from raylung.plan.effective import EffectivePipeline, effective_pipeline
-from raylung.tracking import Tracking
+from raylung.tracking import Tracking, decide_mode
 from raylung.train.launcher import RunLocation
 from raylung.workflows.train import RUN_NAME, TrainOutcome, run_training, write_config
 
@@ -44,6 +44,7 @@ def retrain_best(
     verify_pipeline(cfg, best)
     if full:
         cfg = _train_on_train_and_validation(cfg, best, experiment)
+    wandb_mode = decide_mode(cfg.wandb)  # before the retrain's folder is made
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"retrain-{stamp}"
     directory = experiment.local / name
@@ -62,6 +63,7 @@ def retrain_best(
         resume_hint=f"raylung train --output {experiment.file(name)} --resume",
         keep="last" if full else "best",
         after=_test_and_explain,
+        wandb_mode=wandb_mode,
     )
 
 

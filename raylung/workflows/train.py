@@ -22,7 +22,7 @@ from raylung.errors import ConfigError
 from raylung.experiment import Experiment
 from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
 from raylung.storage import check_writable
-from raylung.tracking import Tracking, init_kwargs, offline_run_dirs, resolve_mode
+from raylung.tracking import Mode, ModeDecision, Tracking, decide_mode, init_kwargs, offline_run_dirs
 from raylung.tracking.hub import HubRun, tracker_hub
 from raylung.tracking.links import WandbLinks, announce, links_for
 from raylung.train.launcher import RunLocation, check_resources, fit, has_snapshot, prepare_splits
@@ -47,9 +47,8 @@ class TrainOutcome:
     wandb_links: WandbLinks | None = None  # online runs only
 
 
-def run_spec(cfg: RaylungConfig, directory: Path, job_type: str) -> dict[str, Any] | None:
+def run_spec(cfg: RaylungConfig, directory: Path, job_type: str, mode: Mode) -> dict[str, Any] | None:
     """The tracked run of a training in `directory` (``wandb.init`` keywords), None if disabled."""
-    mode = resolve_mode(cfg.wandb)
     if mode == "disabled":
         return None
     name = directory.name
@@ -92,8 +91,9 @@ def train(
         if not saved.is_file():
             raise ConfigError(f"cannot resume: {saved} not found (is {output} a raylung run?)")
         cfg = RaylungConfig.model_validate_json(saved.read_text())
+        wandb_mode = decide_mode(cfg.wandb)
     else:
-        resolve_mode(cfg.wandb)
+        wandb_mode = decide_mode(cfg.wandb)  # before anything is made: online W&B out of reach stops here
         if output is None:
             check_writable(cfg.experiment.storage)
             experiment = Experiment.new(cfg.experiment.storage, cfg.experiment.name)
@@ -117,6 +117,7 @@ def train(
         progress=progress,
         job_type=job_type,
         resume_hint=f"raylung train --output {experiment.path} --resume",
+        wandb_mode=wandb_mode,
     )
 
 
@@ -132,15 +133,18 @@ def run_training(
     resume_hint: str,
     keep: str = "best",
     after: AfterTraining | None = None,
+    wandb_mode: ModeDecision | None = None,
 ) -> TrainOutcome:
     """Fit on the cluster, finish locally in `directory`, mirror to the experiment's storage.
 
     The run is tracked from the driver: each epoch's report reaches it through the tracker
-    hub, then the best epoch and whatever `after` adds, all in the one run.
+    hub, then the best epoch and whatever `after` adds, all in the one run. The W&B mode is
+    `wandb_mode`, decided by the caller, else here, before Ray is reached.
     """
+    wandb_mode = wandb_mode or decide_mode(cfg.wandb)
     connect(target, log_file=directory / RUN_LOG_FILE)
     check_resources(cfg, target.wait_s)
-    spec = run_spec(cfg, directory, job_type)
+    spec = run_spec(cfg, directory, job_type, wandb_mode.announce(directory / "wandb"))
     links = None
     if spec is not None:
         links = links_for(cfg.wandb, spec["mode"], spec["group"], {spec["name"]: spec["id"]})

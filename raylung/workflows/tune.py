@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from raylung.config.loading import LoadedConfig
 from raylung.experiment import Experiment
 from raylung.plan.space_check import require_sound_space
 from raylung.storage import check_writable
-from raylung.tracking import offline_run_dirs, resolve_mode
+from raylung.tracking import ModeDecision, decide_mode, offline_run_dirs
 from raylung.tracking.links import WandbLinks, announce, links_for
 from raylung.train.launcher import check_data
 from raylung.tune import tuner
@@ -47,21 +47,25 @@ def tune(loaded: LoadedConfig, target: RayTarget = RayTarget()) -> TuneOutcome:
     credentials, the storage, and the data (layout, classes, split). A start that fails after
     the folder was made (e.g. the cluster lacks resources) removes it again.
     """
-    resolve_mode(loaded.config.wandb)  # fail now, not after an hour, when online W&B lacks credentials
-    prepared = start(loaded, loaded.config.experiment.name, target)
+    # Fail now, not after an hour, when online W&B lacks credentials or its server.
+    wandb_mode = decide_mode(loaded.config.wandb)
+    prepared = start(loaded, loaded.config.experiment.name, target, wandb_mode)
     log.info("experiment %s", prepared.experiment.path)
     announce(_links(prepared))
     grid = tuner.run(prepared, target.wait_s)
     return finish(prepared, grid)
 
 
-def start(loaded: LoadedConfig, name: str, target: RayTarget) -> tuner.PreparedSearch:
+def start(
+    loaded: LoadedConfig, name: str, target: RayTarget, wandb_mode: ModeDecision | None = None
+) -> tuner.PreparedSearch:
     """Check the space and the data, then make the experiment `name-STAMP` and connect to Ray.
 
     Nothing is created or started before the checks pass, and a failure after the folder is
     made (the cluster lacks resources) removes it again. Used by tune and benchmark alike.
     """
     cfg = loaded.config
+    wandb_mode = wandb_mode or decide_mode(cfg.wandb)
     for warning in require_sound_space(loaded):
         log.warning("search space: %s", warning)
     split_set = check_data(cfg)
@@ -69,6 +73,7 @@ def start(loaded: LoadedConfig, name: str, target: RayTarget) -> tuner.PreparedS
     experiment = Experiment.new(cfg.experiment.storage, name)
     with experiment.discarded_on_failure():
         prepared = tuner.prepare(loaded, experiment, split_set)
+        prepared = replace(prepared, wandb_mode=wandb_mode.announce(experiment.wandb_dir))
         connect(target, log_file=experiment.local / RUN_LOG_FILE)
         tuner.check_start(prepared, target.wait_s)
     return prepared
@@ -78,6 +83,8 @@ def resume(experiment_dir: str | Path, target: RayTarget = RayTarget()) -> TuneO
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume."""
     experiment = Experiment.at(experiment_dir)
     prepared = tuner.reload(experiment)
+    mode = decide_mode(prepared.base.wandb).announce(experiment.wandb_dir)
+    prepared = replace(prepared, wandb_mode=mode)
     connect(target, log_file=experiment.local / RUN_LOG_FILE)
     announce(_links(prepared))
     grid = tuner.resume(prepared, target.wait_s)
@@ -97,7 +104,7 @@ def finish(prepared: tuner.PreparedSearch, grid: Any) -> TuneOutcome:
     plots = [plot_trials(trials, metric, experiment.local / "plots" / "trials.png", best_trial)]
     best = export_best(experiment, best_trial, base, metric, mode) if best_trial else None
     print_table(trials, space, metric, best_trial)
-    wandb_mode = resolve_mode(base.wandb)
+    wandb_mode = tuner.tracking_mode(prepared)
     log_wandb_summary(experiment, base, space, trials, best, plots, wandb_mode)
     wandb_dirs = offline_run_dirs(experiment.wandb_dir) if wandb_mode == "offline" else []
     experiment.sync_up()
@@ -109,4 +116,4 @@ def _links(prepared: tuner.PreparedSearch, best_trial: str | None = None) -> Wan
     """The search's W&B project and group (trial runs are named and identified by trial id)."""
     base = prepared.base
     runs = {best_trial: best_trial} if best_trial else None
-    return links_for(base.wandb, resolve_mode(base.wandb), prepared.experiment.name, runs)
+    return links_for(base.wandb, tuner.tracking_mode(prepared), prepared.experiment.name, runs)
