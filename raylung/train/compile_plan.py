@@ -8,10 +8,12 @@ where the measured speed-up pays back the cold compile within the run::
 
 with the eager step seconds of the measured profile scaled linearly by pixels per step (this
 worker's batch x height x width) relative to the profile's measurement, and planned steps =
-epochs x this worker's steps per epoch (capped by ``train.max_steps_per_epoch``). Both are upper
-bounds: early stopping or ASHA may end a run sooner, and at small batches a GPU step is
-launch-bound, so its real time shrinks less than linearly (a conservative estimate: the rule
-compiles a little later than it could).
+epochs x this worker's steps per epoch (capped by ``train.max_steps_per_epoch``). Planned steps
+are an upper bound (early stopping or ASHA may end a run sooner); the scaled step time is a lower
+bound at small GPU batches, which are launch-bound, so there the rule compiles a little later
+than it could. A profile stands for its whole family at 50 layers:
+shallower or narrower variants (ResNet-ours(26), ``model.depths``) are charged its step time
+and its compile time alike.
 
 The profiles are measurements per (device type, model family), kept in :data:`PROFILES` with
 their source; a device with no profile (``mps``, ``xpu``) trains eagerly. A speed-up at or below
