@@ -1,10 +1,11 @@
 """Train-step throughput and model FLOP utilisation of ResNet-ours(50) vs ResNet-50 on one CUDA GPU.
 
-One step is forward + backward + ``Adam.step`` (lr 1e-4, PyTorch's default CUDA implementation,
-as raylung's ``make_optimizer``) on a batch of random images at the paper's input (3x240x320,
-one logit, ``BCEWithLogitsLoss``); no data loading, so this is the model's ceiling. Swept:
-batch size x fp32 / bf16 autocast x contiguous / channels_last, eager; and ``torch.compile``
-(mode default) at ``--compile-batches``, with its compile time reported apart from the steps.
+One step is forward + backward + ``Adam.step`` (lr 1e-4, raylung's ``build_optimizer``: fused,
+as in training; ``benchmarks/reference`` was measured with PyTorch's default, foreach) on a batch
+of random images at the paper's input (3x240x320, one logit, ``BCEWithLogitsLoss``); no data
+loading, so this is the model's ceiling. Swept: batch size x fp32 / bf16 autocast x contiguous /
+channels_last, eager; and ``torch.compile`` (mode default) at ``--compile-batches``, with its
+compile time reported apart from the steps.
 
 MFU = achieved FLOP/s / the GPU's peak dense bf16 FLOP/s (also for the fp32 rows, so rows
 compare), where FLOPs per image = 3 x ``raylung.models.complexity.gflops`` (the forward pass;

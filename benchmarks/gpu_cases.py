@@ -119,6 +119,7 @@ def run_case(
 
     from raylung.models import create_model
     from raylung.models.kernels import eager_kernels
+    from raylung.train.parts import build_optimizer
 
     cuda = device.type == "cuda"
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
@@ -127,7 +128,7 @@ def run_case(
         torch.cuda.reset_peak_memory_stats()
     memory_format = torch.channels_last if case.layout == "channels_last" else torch.contiguous_format
     model = create_model(case.model).to(device).train().to(memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(model, lr=1e-4)
     loss_fn = nn.BCEWithLogitsLoss()
     images = torch.randn(case.batch, 3, height, width, device=device).contiguous(memory_format=memory_format)
     labels = torch.randint(0, 2, (case.batch,), device=device).float()

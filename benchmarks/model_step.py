@@ -5,12 +5,18 @@ One step is forward + backward + ``Adam.step`` on a batch of random images at th
 interleaved within each repeat (the machine is shared and noisy) and the order rotates between
 repeats. The table gives the median and fastest step, the median's ratio to resnet50, images
 per second, and the median CPU time of the process per step (all threads; steadier than wall
-time when other processes share the cores) with its ratio. ``--reference`` adds ResNet-ours(50)
-with raylung's eager-training kernels switched off (plain autograd, the same mathematics) as a
-before/after check.
+time when other processes share the cores) with its ratio, and the median seconds of the
+``Adam.step`` alone. Adam is raylung's (``raylung.train.parts.build_optimizer``: fused kernels).
+
+Before/after checks, each an extra row timed in the same rotation: ``--reference`` adds
+ResNet-ours(50) with raylung's eager-training kernels switched off (plain autograd, the same
+mathematics); ``--adam-reference`` adds every model with PyTorch's per-tensor Adam
+(``foreach=False``, the CPU default before raylung chose fused); ``--compile`` adds every model
+under ``torch.compile`` (its first, compiling step is reported apart, as ``compile s``).
 
     python benchmarks/model_step.py                      # channels_last, 5 repeats
     python benchmarks/model_step.py --no-channels-last --repeats 3 --models resnet50 resnet_ours50
+    python benchmarks/model_step.py --models resnet50 resnet_ours50 --adam-reference
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,29 +38,59 @@ from harness import median_seconds, print_table, save_json  # noqa: E402
 
 from raylung.models import count_parameters, create_model  # noqa: E402
 from raylung.models.kernels import eager_kernels  # noqa: E402
+from raylung.train.parts import build_optimizer  # noqa: E402
 
 DEFAULT_MODELS = ("resnet_ours50", "resnet50", "resnet50c", "resnet50d", "resnext50_32x4d")
 REFERENCE = "resnet_ours50 (plain autograd)"
+ADAM_REFERENCE = " (per-tensor Adam)"
+COMPILED = " (compiled)"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row: a model and how its step runs."""
+
+    label: str
+    name: str
+    kernels: bool = True  # raylung's eager-training kernels
+    adam_reference: bool = False  # PyTorch's per-tensor Adam instead of raylung's fused one
+    compiled: bool = False
+
+
+def plan_entries(models: list[str], reference: bool, adam_reference: bool, compiled: bool) -> list[Entry]:
+    entries = [Entry(name, name) for name in models]
+    if reference:
+        entries.append(Entry(REFERENCE, "resnet_ours50", kernels=False))
+    if adam_reference:
+        entries += [Entry(name + ADAM_REFERENCE, name, adam_reference=True) for name in models]
+    if compiled:
+        entries += [Entry(name + COMPILED, name, compiled=True) for name in models]
+    return entries
 
 
 def make_step(
-    name: str, batch_size: int, height: int, width: int, channels_last: bool, kernels: bool
-) -> tuple[Callable[[], None], int]:
-    """A closure running one training step of `name`, and the model's parameter count."""
-    model = create_model(name).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)  # the paper's optimizer (Table 2)
+    entry: Entry, batch_size: int, height: int, width: int, channels_last: bool
+) -> tuple[Callable[[], float], int]:
+    """A closure running one training step of `entry` and returning the seconds its
+    ``optimizer.step`` took, and the model's parameter count."""
+    model = create_model(entry.name).train()
+    # The paper's optimizer (Table 2), as training builds it.
+    optimizer = build_optimizer(model, lr=1e-4, reference=entry.adam_reference)
     loss_fn = nn.BCEWithLogitsLoss()
     images = torch.randn(batch_size, 3, height, width)
     labels = torch.randint(0, 2, (batch_size, 1)).float()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(model) if entry.compiled else model
 
-    def step() -> None:
-        with eager_kernels(kernels):
+    def step() -> float:
+        with eager_kernels(entry.kernels):
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(images), labels).backward()
+            loss_fn(forward(images), labels).backward()
+            start = time.perf_counter()
             optimizer.step()
+            return time.perf_counter() - start
 
     return step, count_parameters(model)
 
@@ -70,35 +107,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--reference", action="store_true", help=f"also time {REFERENCE!r}")
+    parser.add_argument(
+        "--adam-reference", action="store_true", help="also time every model with PyTorch's per-tensor Adam"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time every model under torch.compile")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    entries: list[tuple[str, str, bool]] = [(name, name, True) for name in args.models]
-    if args.reference:
-        entries.append((REFERENCE, "resnet_ours50", False))
+    entries = plan_entries(args.models, args.reference, args.adam_reference, args.compile)
 
-    steps: dict[str, Callable[[], None]] = {}
+    steps: dict[str, Callable[[], float]] = {}
     params: dict[str, int] = {}
-    for label, name, kernels in entries:
+    compile_s: dict[str, float] = {}
+    for entry in entries:
+        label = entry.label
         steps[label], params[label] = make_step(
-            name, args.batch_size, args.height, args.width, args.channels_last, kernels
+            entry, args.batch_size, args.height, args.width, args.channels_last
         )
+        if entry.compiled:  # the first step compiles; the warm-up below then runs compiled code
+            _, (compile_s[label],) = median_seconds(steps[label], repeats=1, warmup=0)
         for _ in range(args.warmup):  # oneDNN primitive creation, allocator warm-up
             steps[label]()
 
     times: dict[str, list[float]] = {label: [] for label in steps}
     cpu_times: dict[str, list[float]] = {label: [] for label in steps}
+    adam_times: dict[str, list[float]] = {label: [] for label in steps}
     labels = list(steps)
     for repeat in range(args.repeats):
         shift = repeat % len(labels)
         for label in labels[shift:] + labels[:shift]:  # rotate the order: no fixed neighbour
-            cpu_start = time.process_time()
-            _, (seconds,) = median_seconds(steps[label], repeats=1, warmup=0)
+            cpu_start, start = time.process_time(), time.perf_counter()
+            adam_times[label].append(steps[label]())
+            times[label].append(time.perf_counter() - start)
             cpu_times[label].append(time.process_time() - cpu_start)
-            times[label].append(seconds)
 
     base = statistics.median(times["resnet50"]) if "resnet50" in times else None
     cpu_base = statistics.median(cpu_times["resnet50"]) if "resnet50" in cpu_times else None
@@ -119,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                 args.batch_size / median,
                 cpu,
                 cpu_ratio,
+                statistics.median(adam_times[label]),
+                compile_s.get(label, float("nan")),
             ]
         )
         results[label] = {
@@ -129,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
             "ratio_to_resnet50": ratio,
             "cpu_median_s": cpu,
             "cpu_ratio_to_resnet50": cpu_ratio,
+            "adam_median_s": statistics.median(adam_times[label]),
+            "adam_times_s": adam_times[label],
+            "compile_s": compile_s.get(label),
         }
     layout = "channels_last" if args.channels_last else "NCHW"
     title = (
@@ -144,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         "images/s",
         "CPU s",
         "CPU x resnet50",
+        "Adam s",
+        "compile s",
     ]
     print_table(title, columns, rows)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -25,6 +25,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import gpu  # noqa: E402
 import gpu_cases  # noqa: E402
+import model_step  # noqa: E402
 import run_all  # noqa: E402
 import step_split  # noqa: E402
 import timeline  # noqa: E402
@@ -552,6 +553,25 @@ def test_gpu_plan_puts_eager_bf16_channels_last_first_and_compile_last_within_bu
     assert gpu_cases.may_start(eager_case, 290, 300) and not gpu_cases.may_start(compile_case, 290, 300)
     assert not gpu_cases.may_start(eager_case, 301, 300)
     assert gpu_cases.mfu(1000.0, 30.0, 100.0) == pytest.approx(0.3) and gpu_cases.mfu(1.0, 1.0, None) is None
+
+
+def test_model_step_times_raylungs_adam_beside_pytorchs_per_tensor_adam(tmp_path, one_torch_thread):
+    """``--compile`` is only planned here: one tiny ResNet-ours compile costs minutes on this CPU."""
+    out = tmp_path / "model_step.json"
+    tiny = ["--batch-size", "2", "--height", "32", "--width", "32", "--repeats", "1", "--warmup", "0"]
+    models = ["resnet50", "resnet_ours_tiny"]
+    model_step.main(["--models", *models, "--adam-reference", "--threads", "1", "--out", str(out), *tiny])
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {*models, *(f"{name} (per-tensor Adam)" for name in models)}
+    assert all(0 < r["adam_median_s"] < r["median_s"] and r["compile_s"] is None for r in results.values())
+    assert results["resnet50"]["ratio_to_resnet50"] == 1.0
+    labels = [e.label for e in model_step.plan_entries(["resnet50"], True, True, True)]
+    assert labels == [
+        "resnet50",
+        model_step.REFERENCE,
+        "resnet50 (per-tensor Adam)",
+        "resnet50 (compiled)",
+    ]
 
 
 def test_gpu_without_cuda_exits_with_a_clear_message():

@@ -102,6 +102,14 @@ def load_optimizer(
     if not path.exists():
         return
     saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    # The saved hyperparameters win on load, including the implementation: keep the one this
+    # process chose for its device (a checkpoint from a per-tensor or foreach run resumes fused,
+    # and its step counters move where the fused kernel wants them).
+    # strict=False: a mismatch in the number of groups is left to load_state_dict to report.
+    for group, saved_group in zip(optimizer.param_groups, saved["optimizer"]["param_groups"], strict=False):
+        for key in ("fused", "foreach"):
+            if key in group:
+                saved_group[key] = group[key]
     optimizer.load_state_dict(saved["optimizer"])
     if scaler is not None and saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])

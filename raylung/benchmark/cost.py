@@ -40,13 +40,14 @@ def model_cost(cfg: RaylungConfig) -> VariantCost:
 def _step(cfg: RaylungConfig, device: torch.device):
     from raylung.artifacts.precision import resolve_precision
     from raylung.train.epochs import train_step
+    from raylung.train.parts import build_optimizer
 
     precision = resolve_precision(cfg.train, device)
     model = build_model(cfg.model, cfg.data.in_chans).to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    optimizer = build_optimizer(model, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     width, height = cfg.data.image_size
     x = torch.randn(cfg.train.batch_size, cfg.data.in_chans, height, width, device=device)
     y = torch.randint(0, 2, (cfg.train.batch_size,), device=device).float()

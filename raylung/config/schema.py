@@ -244,7 +244,9 @@ class TrainConfig(StrictModel):
     seed: int = 0
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
-    compile: bool = False
+    # torch.compile the model: auto = where the measured speed-up repays the cold compile within
+    # the planned steps (raylung.train.compile_plan; never on the CPU, long runs on CUDA).
+    compile: bool | Literal["auto"] = "auto"
     max_steps_per_epoch: int | None = Field(None, ge=1)
     num_threads: int | None = Field(None, ge=1)
     checkpoints_to_keep: int = Field(2, ge=1)
