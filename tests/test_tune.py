@@ -16,6 +16,7 @@ from conftest import SMOKE, smoke_overrides
 from wandb_records import history_rows, run_config
 
 from raylung.experiment import Experiment
+from raylung.tracking.segments import SUPERSEDED, run_folders
 
 pytestmark = pytest.mark.slow
 
@@ -261,6 +262,15 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
         assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
     assert len({json.dumps(r["params"], sort_keys=True) for r in results}) == 3
     assert Experiment.at(experiment).best_json.is_file()
+    # One W&B history per trial: the interrupted one's last folder holds every epoch once, and
+    # the folder its killed process left is out of what `wandb sync` uploads.
+    wandb_dir = Experiment.at(experiment).wandb_dir / "wandb"
+    for result in results:
+        (folder,) = run_folders(wandb_dir, result["trial_id"])
+        rows = history_rows(next(folder.glob("*.wandb")))
+        assert [row["epoch"] for row in rows if "epoch" in row] == [1, 2, 3], result["trial_id"]
+    for trial in interrupted:
+        assert run_folders(wandb_dir / SUPERSEDED, trial), trial
 
 
 def test_reports_reach_tune_in_order_when_the_run_returns_right_after_its_last_one(ray_cluster, tmp_path):

@@ -63,7 +63,9 @@ def print_tune_result(console: Console, result) -> None:
     for line in result.wandb_links.lines() if result.wandb_links else ():
         console.print(line, highlight=False)
     if result.wandb_dirs:
-        console.print(f"W&B offline runs: {result.wandb_dir}  (upload with `wandb sync --sync-all` there)")
+        # wandb 0.31 dropped --sync-all; its folder of run folders syncs each run (docs/cluster.md).
+        runs = result.wandb_dir / "wandb"
+        console.print(f"W&B offline runs: {runs}  (upload with `wandb sync {runs}`)")
     console.print(
         "from Python, with Ray's own API:\n"
         "  from ray import tune\n"

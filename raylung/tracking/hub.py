@@ -47,8 +47,11 @@ class _Hub:
 
     def __init__(self) -> None:
         self._runs: dict[str, Tracker] = {}
+        # Its own W&B service, which dies with it: one inherited from whoever started Ray would
+        # outlive a killed driver and keep its runs open ("run ID ... is in use" on resume).
+        os.environ.pop("WANDB_SERVICE", None)
 
-    def start(self, key: str, init: Mapping[str, Any]) -> None:
+    def start(self, key: str, init: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> None:
         if init.get("mode") == "online" and not has_credentials():
             # The driver found a key (in its shell, say) that this node does not have.
             raise ConfigError(
@@ -59,7 +62,7 @@ class _Hub:
             )
         if key in self._runs:  # a restarted trial: its earlier run is done
             self._runs.pop(key).finish()
-        self._runs[key] = Tracker.start(init)
+        self._runs[key] = Tracker.start(init, history)
 
     def log_epoch(self, key: str, report: Mapping[str, Any]) -> None:
         if key in self._runs:  # a report after the run finished (a stopped trial) is dropped
@@ -126,13 +129,16 @@ def tracker_hub(enabled: bool = True, name: str | None = None) -> Iterator[Any]:
 
 
 class HubRun:
-    """One run held by the hub, used from the driver like a local :class:`Tracker`."""
+    """One run held by the hub, used from the driver like a local :class:`Tracker`; `history`:
+    the epochs a resumed run's checkpoint kept (:meth:`Tracker.start`)."""
 
-    def __init__(self, hub: Any, key: str, init: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, hub: Any, key: str, init: Mapping[str, Any] | None, history: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         self.key = key
         self.link = HubLink(hub, _folder(init))
         if init is not None:
-            self.link.call("start", key, dict(init), what="run start")
+            self.link.call("start", key, dict(init), [dict(row) for row in history], what="run start")
 
     @property
     def hub(self) -> Any:

@@ -43,10 +43,8 @@ class Lapses:
 
 def sync_hint(folder: Path) -> str:
     """The command that uploads what W&B wrote in `folder`: one run's folder, or the folder of
-    several (``wandb sync`` takes run folders, so those get a glob)."""
-    if folder.name.startswith(("run-", "offline-run-")):
-        return f"wandb sync {folder}"
-    return f"wandb sync {folder}/*run-*"
+    several (wandb 0.31 syncs each run folder directly inside it; ``superseded/`` stays out)."""
+    return f"wandb sync {folder}"
 
 
 def _short(error: BaseException | str) -> str:

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from raylung.tracking.lapses import LAPSES
+from raylung.tracking.segments import supersede
 
 log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 1.0
 
 # Ray bookkeeping that travels with a report but is not a metric of the model.
 NOT_METRICS = frozenset({"checkpoint_path", "checkpoint_dir_name"})
@@ -51,10 +54,16 @@ class Tracker:
     def __init__(self, run: Any = None) -> None:
         self._run = run
         self._folder = Path(run.dir).parent if run is not None else None
+        self._held_below = 0  # steps W&B had before this process opened the run
+        self._logged: set[int] = set()
 
     @classmethod
-    def start(cls, init: Mapping[str, Any] | None) -> Tracker:
+    def start(cls, init: Mapping[str, Any] | None, history: Sequence[Mapping[str, Any]] = ()) -> Tracker:
         """Start the run `init` describes (``wandb.init`` keywords from :func:`.init_kwargs`).
+
+        `history` is the per-epoch reports a resumed run's checkpoint kept: they are logged first,
+        except the epochs W&B already holds (an online run resumes at its server's next step),
+        so the run's newest folder holds the whole history (see :mod:`.segments`).
 
         Online but W&B cannot start it (the server went away since the command's probe): the
         run starts offline instead, under its id + ``-offline`` (W&B holds the failed run's id
@@ -65,21 +74,29 @@ class Tracker:
         import wandb
 
         folder = Path(init["dir"]) / "wandb" if "dir" in init else None
+        init = {**init, "settings": _flushing(init.get("settings"))}
+        run = None
         try:
-            return cls(wandb.init(**init))
+            run = wandb.init(**init)
         except Exception as exc:  # noqa: BLE001 - logging must never stop training
             if init.get("mode") != "online":
                 LAPSES.report("run start", folder, exc)
                 return cls(None)
             LAPSES.report("online run start", folder, exc, then="the run logs offline instead")
-        offline = {**init, "mode": "offline"}
-        if init.get("id"):
-            offline["id"] = f"{init['id']}-offline"
-        try:
-            return cls(wandb.init(**offline))
-        except Exception as exc:  # noqa: BLE001
-            LAPSES.report("offline run start", folder, exc)
-            return cls(None)
+        if run is None:
+            offline = {**init, "mode": "offline"}
+            if init.get("id"):
+                offline["id"] = f"{init['id']}-offline"
+            try:
+                run = wandb.init(**offline)
+            except Exception as exc:  # noqa: BLE001
+                LAPSES.report("offline run start", folder, exc)
+                return cls(None)
+        tracker = cls(run)
+        tracker._held_below = run.step
+        for report in history:
+            tracker.log_epoch(report)
+        return tracker
 
     @property
     def active(self) -> bool:
@@ -93,13 +110,22 @@ class Tracker:
             LAPSES.report(what, self._folder, exc)
 
     def log_epoch(self, report: Mapping[str, Any]) -> None:
-        """Log one epoch's report at step = its epoch, so a resumed run continues its curves."""
+        """Log one epoch's report at step = its epoch, so a resumed run continues its curves.
+
+        An epoch the run already holds is skipped: a worker group that Ray Train restarts, or a
+        trial that Tune restarts, reports again from its checkpoint, never twice into W&B."""
         if self._run is None:
             return
-        values = epoch_metrics(report)
         epoch = report.get("epoch")
         with self._lapse("log"):
-            self._run.log(values, step=int(epoch) if isinstance(epoch, int | float) else None)
+            if not isinstance(epoch, int | float):
+                self._run.log(epoch_metrics(report))
+                return
+            step = int(epoch)
+            if step in self._logged or step < self._held_below:
+                return
+            self._run.log(epoch_metrics(report), step=step, commit=True)  # on disk now, not at the next step
+            self._logged.add(step)
 
     def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if self._run is None or not rows:
@@ -129,12 +155,16 @@ class Tracker:
 
         A server gone mid-run holds this no longer than W&B's finish timeout (see
         :func:`.init_kwargs`); what did not reach it stays in the folder for ``wandb sync``.
+        The run's folders of earlier processes (a crash, a resume) move to ``superseded/``: this
+        one holds their epochs, and ``wandb sync`` would stop at a folder torn by the crash.
         """
         if self._run is None:
             return None
         run, self._run = self._run, None
         with self._lapse("finish"):
             run.finish()
+        with self._lapse("superseding earlier folders"):
+            supersede(self._folder, holds=self._logged)
         return self._folder
 
 
@@ -144,6 +174,18 @@ def teardown() -> None:
 
     if "wandb" in sys.modules:
         sys.modules["wandb"].teardown()
+
+
+def _flushing(settings: Any) -> Any:
+    """The run's settings, writing its .wandb file every second rather than every 15 s
+    (wandb 0.31's default): a killed process loses at most the last second of its run."""
+    import wandb
+
+    if settings is None:
+        return wandb.Settings(x_transaction_log_flush_interval=FLUSH_INTERVAL_S)
+    if isinstance(settings, Mapping):
+        return {**settings, "x_transaction_log_flush_interval": FLUSH_INTERVAL_S}
+    return settings.model_copy(update={"x_transaction_log_flush_interval": FLUSH_INTERVAL_S})
 
 
 def _cell(value: Any) -> Any:

@@ -8,6 +8,7 @@ launch at the same directory resumes it from its latest checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -285,3 +286,36 @@ def has_snapshot(location: RunLocation) -> bool:
     filesystem, path = resolve_storage(location.path)
     info = filesystem.get_file_info(join(path, SNAPSHOT_FILE))
     return info.type == pyarrow.fs.FileType.File
+
+
+def _latest_result(location: RunLocation):  # -> ray.train.Result | None
+    """Ray Train's record of the run (read from its snapshot); None before its first report."""
+    import ray.train
+
+    if not has_snapshot(location):
+        return None
+    result = ray.train.Result.from_path(location.path)
+    return result if result.checkpoint is not None else None
+
+
+def latest_history(location: RunLocation) -> list[dict[str, float]]:
+    """Every epoch's report the run's latest checkpoint kept (its ``TrainState.history``): what a
+    resumed run has already trained, so its tracked run can start with it. Only ``state.json`` is
+    read, not the weights, wherever the checkpoint is stored."""
+    from raylung.artifacts.checkpoint import STATE_FILE
+
+    result = _latest_result(location)
+    if result is None:
+        return []
+    checkpoint = result.checkpoint
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path.rstrip('/')}/{STATE_FILE}") as stream:
+        return json.loads(stream.readall())["history"]
+
+
+def latest_report(location: RunLocation) -> dict[str, Any] | None:
+    """The run's last kept epoch as Ray Train reported it, with its ``checkpoint_path``: what a
+    resumed run with nothing left to train reports again (:mod:`raylung.tune.reports`)."""
+    result = _latest_result(location)
+    if result is None or not result.metrics:
+        return None
+    return {**result.metrics, "checkpoint_path": result.checkpoint.path}

@@ -55,18 +55,12 @@ def _better(a: float, b: float, mode: str) -> bool:
 def checkpoint_history(experiment: Experiment, trial_id: str) -> list[dict[str, float]]:
     """The per-epoch metrics kept in the trial's latest checkpoint: complete across restarts,
     unlike Tune's result log, which loses the rows a killed driver had not flushed."""
-    import ray.train
-
-    from raylung.artifacts.checkpoint import load_state
+    from raylung.train.launcher import RunLocation, latest_history
 
     try:
-        run = ray.train.Result.from_path(join(experiment.trials_storage, trial_id))
+        return latest_history(RunLocation(experiment.trials_storage, trial_id))
     except Exception:  # noqa: BLE001 - a trial that never checkpointed has no run folder
         return []
-    if run.checkpoint is None:
-        return []
-    with run.checkpoint.as_directory() as directory:
-        return load_state(Path(directory)).history
 
 
 def trial_pipeline_record(
@@ -97,12 +91,19 @@ def summarize_trial(
     base: RaylungConfig | None = None,
 ) -> TrialSummary:
     """One Tune ``Result`` -> a summary row (history from the trial's checkpoint if given)."""
+    from raylung.tune.reports import RESTATED
+
     frame = result.metrics_dataframe
     rows = [] if frame is None else frame.to_dict("records")
     history = [
-        {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        {
+            k: v
+            for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != RESTATED
+        }
         for row in rows
-        if "epoch" in row and row.get(metric) is not None
+        # A restated row repeats the last kept epoch to close a resumed trial: not a new epoch.
+        if "epoch" in row and row.get(metric) is not None and row.get(RESTATED) != 1
     ]
     metrics = result.metrics or {}
     trial_id = metrics.get("trial_id") or Path(result.path).name  # folders are named by trial id
