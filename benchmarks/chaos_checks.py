@@ -243,8 +243,10 @@ def finished_numbers(db: Path) -> list[int]:
 
 
 def tune_trials(tune_dir: Path) -> dict[str, dict[str, Any]]:
-    """trial id -> {"status", "config"} from Tune's newest experiment state file."""
-    states = sorted(Path(tune_dir).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    """trial id -> {"status", "config"} from Tune's newest experiment state file: the one of the
+    latest driver session, by the start time in its name (Tune copies every session's file to
+    storage together, so their times on disk are alike)."""
+    states = sorted(Path(tune_dir).glob("experiment_state-*.json"))
     if not states:
         return {}
     data = json.loads(states[-1].read_text())

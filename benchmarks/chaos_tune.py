@@ -390,7 +390,8 @@ def collect(
         for t, d in tune.items()
         if d["status"] in checks.FINISHED_TUNE
     }
-    found.append(checks.check_study(finished, checks.study_trials(local / "optuna.db")))
+    study = checks.study_trials(local / "optuna.db")
+    found.append(checks.check_study(finished, study))
     if faults:
         found.append(checks.check_study_copy(at_kill))
 
@@ -406,6 +407,8 @@ def collect(
         epochs_kept=kept,
         epochs_recomputed=sum(n - 1 for n in trained.values() if n > 1),
         worker_group_starts=sum(worker_group_starts(ledger).values()),
+        # Suggested to a driver that died before its trial was saved: never told, never run.
+        study_trials_left_running=sum(1 for t in study if t["state"] == "RUNNING"),
     )
     return {
         "experiment": str(exp_dir),
@@ -462,7 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="run folder (default: a fresh temp folder)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON, not tables")
     parser.add_argument("--out", type=Path, help="also write the report here")
+    parser.add_argument("--recheck", type=Path, help="run the checks again on a finished run's report")
     args = parser.parse_args(argv)
+    if args.recheck:
+        return recheck(args.recheck, args.json)
 
     settings = replace(QUICK if args.quick else Settings(), seed=args.seed)
     if args.trials:
@@ -480,6 +486,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, default=str))
     else:
         print_report(report)
+    return 0 if all(c["passed"] for c in report["checks"]) else 1
+
+
+def recheck(path: Path, as_json: bool) -> int:
+    """The checks and figures of a finished run again, from its folder (for developing them)."""
+    old = json.loads(path.read_text())
+    settings = Settings(**{k: v for k, v in old["settings"].items() if k in Settings.__dataclass_fields__})
+    log = FaultLog()
+    log.events = old.get("faults", [])
+    kill = next((e for e in log.events if e["kind"] == DRIVER_KILL and e["ok"]), None)
+    at_kill = {"driver": kill["driver"], "storage": kill["storage"]} if kill else None
+    faults = old["settings"]["faults"]
+    report = collect(settings, Paths(Path(old["work"])), old["processes"], at_kill, log, faults)
+    report.update(wall_s=old["wall_s"], settings=old["settings"], work=old["work"])
+    print(json.dumps(report, default=str)) if as_json else print_report(report)
     return 0 if all(c["passed"] for c in report["checks"]) else 1
 
 
