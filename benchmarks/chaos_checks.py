@@ -173,23 +173,30 @@ def matches(params: Mapping[str, Any], study_params: Mapping[str, Any]) -> bool:
 
 
 def check_study(tune_trials: Mapping[str, Mapping[str, Any]], study: Sequence[Mapping[str, Any]]) -> Check:
-    """`tune_trials`: finished trial id -> its sampled params; `study`: the study's trials as
-    {"number", "state", "params"}. Every finished trial matches exactly one finished study
-    trial, and no finished study trial is left over."""
-    finished = [t for t in study if t["state"] in FINISHED_OPTUNA]
-    problems = []
+    """`tune_trials`: finished trial id -> {"status": TERMINATED | ERROR, "params": sampled};
+    `study`: the study's trials as {"number", "state", "params"}.
+
+    A TERMINATED trial must match (by its parameters) exactly one COMPLETE or PRUNED study
+    trial, an ERROR one exactly one FAIL; and no COMPLETE or PRUNED study trial may be left
+    over (TPE would count it). A FAIL left over is a suggestion no trial ever ran (its driver
+    died first), closed so it is not RUNNING forever: noted, not an error."""
+    problems, used = [], set()
     if not tune_trials:
         problems.append("no finished trials")
-    used: set[int] = set()
-    for trial, params in sorted(tune_trials.items()):
-        hits = [t["number"] for t in finished if matches(params, t["params"])]
+    for trial, record in sorted(tune_trials.items()):
+        states = ("FAIL",) if record["status"] == "ERROR" else ("COMPLETE", "PRUNED")
+        hits = [t["number"] for t in study if t["state"] in states and matches(record["params"], t["params"])]
         if len(hits) != 1:
-            problems.append(f"{trial}: {len(hits)} finished study trials")
+            problems.append(f"{trial} ({record['status']}): {len(hits)} {'/'.join(states)} study trials")
         used.update(hits)
-    extra = [t["number"] for t in finished if t["number"] not in used]
+    left = [t for t in study if t["state"] in FINISHED_OPTUNA and t["number"] not in used]
+    extra = [t["number"] for t in left if t["state"] != "FAIL"]
     if extra:
         problems.append(f"study trials {extra} match no finished trial")
+    closed = [t["number"] for t in left if t["state"] == "FAIL"]
     detail = "; ".join(problems) or f"{len(tune_trials)} finished trials, each once in the study"
+    if closed:
+        detail += f" (study trials {closed}: never ran, closed as FAIL)"
     return Check(STUDY, not problems, detail)
 
 

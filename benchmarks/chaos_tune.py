@@ -386,7 +386,7 @@ def collect(
 
     paths_searched = [d["path"] for d in _read_json(local / "space.json", [])]
     finished = {
-        t: {k: v for k, v in d["config"].items() if k in paths_searched}
+        t: {"status": d["status"], "params": {k: v for k, v in d["config"].items() if k in paths_searched}}
         for t, d in tune.items()
         if d["status"] in checks.FINISHED_TUNE
     }

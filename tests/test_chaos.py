@@ -84,14 +84,19 @@ def _study(*rows):
 
 def test_study_fails_on_a_duplicated_or_missing_trial():
     a, b = {"lr": 0.01, "model.eca_k": "3"}, {"lr": 0.002, "model.eca_k": "5"}
-    tune = {"t1": a, "t2": b}
-    assert checks.check_study(tune, _study((0, "COMPLETE", a), (1, "PRUNED", b), (2, "RUNNING", a))).passed
+    tune = {"t1": {"status": "TERMINATED", "params": a}, "t2": {"status": "TERMINATED", "params": b}}
+    never_ran = {"lr": 0.5, "model.eca_k": "3"}
+    good = _study((0, "COMPLETE", a), (1, "PRUNED", b), (2, "RUNNING", never_ran), (3, "FAIL", never_ran))
+    assert checks.check_study(tune, good).passed
     duplicated = _study((0, "COMPLETE", a), (1, "PRUNED", b), (2, "COMPLETE", dict(a)))
     assert not checks.check_study(tune, duplicated).passed
     missing = _study((0, "COMPLETE", a), (1, "RUNNING", b))  # t2 finished, its study trial never told
     assert not checks.check_study(tune, missing).passed
-    extra = _study((0, "COMPLETE", a), (1, "PRUNED", b), (2, "FAIL", {"lr": 0.5, "model.eca_k": "3"}))
+    extra = _study((0, "COMPLETE", a), (1, "PRUNED", b), (2, "COMPLETE", never_ran))
     assert not checks.check_study(tune, extra).passed
+    errored = {**tune, "t2": {"status": "ERROR", "params": b}}
+    assert checks.check_study(errored, _study((0, "COMPLETE", a), (1, "FAIL", b))).passed
+    assert not checks.check_study(errored, _study((0, "COMPLETE", a), (1, "PRUNED", b))).passed
     assert not checks.check_study({}, []).passed
 
 
