@@ -80,14 +80,14 @@ def check_exits(processes: Sequence[Mapping[str, Any]]) -> Check:
 # --- 2. terminal states ----------------------------------------------------------------------
 
 
-def check_terminal(statuses: Mapping[str, str], expected: int) -> Check:
-    """`statuses`: trial id -> Tune's status in the final experiment state."""
+def check_terminal(statuses: Mapping[str, str], expected: int, source: str = "") -> Check:
+    """`statuses`: trial id -> Tune's status in the final experiment state (`source`: its file)."""
     bad = {t: s for t, s in sorted(statuses.items()) if s != "TERMINATED"}
     problems = [f"{t}: {s}" for t, s in bad.items()]
     if len(statuses) != expected:
         problems.append(f"{len(statuses)} trials, expected {expected}")
     detail = "; ".join(problems) or f"{len(statuses)} trials TERMINATED"
-    return Check(TERMINAL, not problems, detail)
+    return Check(TERMINAL, not problems, detail + (f" (in {source})" if source else ""))
 
 
 # --- 3. epochs -------------------------------------------------------------------------------
@@ -260,7 +260,11 @@ def tune_trials(tune_dir: Path) -> dict[str, dict[str, Any]]:
     trials = {}
     for entry in data.get("trial_data", []):
         state = json.loads(entry[0] if isinstance(entry, list) else entry)
-        trials[state["trial_id"]] = {"status": state.get("status"), "config": state.get("config") or {}}
+        trials[state["trial_id"]] = {
+            "status": state.get("status"),
+            "config": state.get("config") or {},
+            "state_file": states[-1].name,
+        }
     return trials
 
 

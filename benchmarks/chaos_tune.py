@@ -145,8 +145,8 @@ def overrides(settings: Settings, paths: Paths, data_root: Path) -> list[str]:
 class TuneProcesses:
     """The `raylung tune` subprocesses of the run, each in a process group of its own."""
 
-    def __init__(self, env: dict[str, str], paths: Paths, address: str) -> None:
-        self.env, self.paths, self.address = env, paths, address
+    def __init__(self, env: dict[str, str], paths: Paths, address: str, log: FaultLog) -> None:
+        self.env, self.paths, self.address, self.log = env, paths, address, log
         self.records: list[dict[str, Any]] = []
         self.current: subprocess.Popen | None = None
 
@@ -172,13 +172,19 @@ class TuneProcesses:
             cwd=self.paths.work,
             start_new_session=True,
         )
-        self.records.append({"role": role, "pid": process.pid, "rc": None, "killed": False, "log": log.name})
+        self.records.append(
+            {"role": role, "pid": process.pid, "rc": None, "killed": False, "log": log.name, "t": self._now()}
+        )
         self.current = process
         return process
 
     def finish(self, process: subprocess.Popen, killed: bool = False) -> None:
         record = next(r for r in self.records if r["pid"] == process.pid)
-        record.update(rc=process.returncode, killed=killed)
+        record.update(rc=process.returncode, killed=killed, t_end=self._now())
+
+    def _now(self) -> float:
+        """Seconds since the run began, on the fault log's clock."""
+        return round(time.monotonic() - self.log.start, 1)
 
     def wait(self, process: subprocess.Popen, deadline: float) -> None:
         try:
@@ -259,7 +265,7 @@ def run_tune(settings: Settings, work: Path, data_root: Path, faults: bool) -> d
     try:
         cluster.start()
         log.add("cluster_up", address=cluster.address)
-        procs = TuneProcesses(env, paths, cluster.address)
+        procs = TuneProcesses(env, paths, cluster.address, log)
         deadline = time.monotonic() + settings.timeout_s
         first = procs.start("tune", [str(SMOKE), "--set", *_set_args(overrides(settings, paths, data_root))])
         if faults:
@@ -358,7 +364,10 @@ def collect(
     exp_dir, local = paths.storage / name, paths.local(name)
     experiment = Experiment.at(f"file://{exp_dir}")
     tune = checks.tune_trials(exp_dir / "tune")
-    found.append(checks.check_terminal({t: d["status"] for t, d in tune.items()}, settings.trials))
+    state_file = next((d["state_file"] for d in tune.values()), "no experiment state")
+    found.append(
+        checks.check_terminal({t: d["status"] for t, d in tune.items()}, settings.trials, state_file)
+    )
 
     summaries = {t["trial_id"]: t for t in _read_json(local / "results.json", [])}
     wandb = checks.wandb_histories(local / "wandb")

@@ -122,7 +122,7 @@ def test_epoch_problems_name_what_is_wrong():
 @pytest.fixture(scope="module")
 def chaos_report(tmp_path_factory, lc25000_root):
     """One CI-sized chaos run (a subprocess with a cluster of its own), read back as JSON."""
-    work = tmp_path_factory.mktemp("chaos")
+    work = tmp_path_factory.mktemp("chaos")  # kept by pytest (its last 3 sessions): logs, ledger, storage
     out = work / "report.json"
     env = ray_env()
     env.pop("RAY_ADDRESS", None)  # the run starts and attaches to its own cluster
@@ -152,7 +152,7 @@ def test_chaos_run(chaos_report, name):
     by_name = {c["name"]: c for c in chaos_report["checks"]}
     assert name in by_name, f"check {name} did not run: {chaos_report['checks']}"
     check = by_name[name]
-    assert check["passed"], f"{check['title']}: {check['detail']}"
+    assert check["passed"], f"{check['title']}: {check['detail']} (run kept in {chaos_report['work']})"
 
 
 @pytest.mark.slow
