@@ -116,6 +116,63 @@ def test_epoch_problems_name_what_is_wrong():
     assert checks.epoch_problems([]) == ["no epochs"]
 
 
+# --- what the checks read -----------------------------------------------------------------
+
+
+def write_run_file(path, rows: list[dict]) -> None:
+    """A minimal offline `.wandb` file: one history record per row (LevelDB log framing)."""
+    import struct
+    import zlib
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
+    for step, row in enumerate(rows, 1):
+        record = wandb_internal_pb2.Record()
+        record.history.step.num = step
+        for key, value in row.items():
+            item = record.history.item.add()
+            item.key, item.value_json = key, json.dumps(value)
+        payload = record.SerializeToString()
+        checksum = zlib.crc32(payload, zlib.crc32(bytes([1]))) & 0xFFFFFFFF
+        data += struct.pack("<IHB", checksum, len(payload), 1) + payload
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_wandb_history_is_the_newest_folder_of_each_run(tmp_path):
+    root = tmp_path / "wandb"
+    write_run_file(root / "offline-run-20260101_000001-t1" / "run-t1.wandb", [{"epoch": 1}, {"epoch": 2}])
+    write_run_file(root / "offline-run-20260101_000500-t1" / "run-t1.wandb", [{"epoch": 3}])  # a resume
+    write_run_file(root / "offline-run-20260101_000002-t2" / "run-t2.wandb", [{"epoch": 1}, {"epoch": 2}])
+    superseded = root / "superseded" / "offline-run-20260101_000900-t2" / "run-t2.wandb"
+    write_run_file(superseded, [{"epoch": 1}])
+    kept = root / "offline-run-20260101_000600-t3" / "run-t3.wandb"
+    write_run_file(kept, [{"epoch": 1}, {"epoch": 2}, {"epoch": 2, "restated": 1}])
+    with kept.open("ab") as handle:  # a driver killed mid-write leaves a torn record
+        handle.write(b"\x00\x01\x02\x03\x40\x00\x01torn")
+    histories = checks.wandb_histories(root)
+    assert histories == {"t1": [3], "t2": [1, 2], "t3": [1, 2]}
+    assert not checks.check_epochs(
+        {"t1": {"checkpoint": [1, 2, 3], "result.json": [1, 2, 3], "wandb": histories["t1"]}}, {"t1": True}
+    ).passed
+
+
+def test_result_json_and_tune_state_are_read_as_written(tmp_path):
+    trial = tmp_path / "tune" / "t1"
+    trial.mkdir(parents=True)
+    rows = [{"epoch": 1}, {"epoch": 2}, {"epoch": 2, "restated": 1}, {"done": True}]
+    (trial / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{torn")
+    assert checks.result_epochs(trial) == [1, 2]
+    for stamp, status in (("2026-12-07_09-59-59", "RUNNING"), ("2026-12-07_10-00-01", "TERMINATED")):
+        state = json.dumps({"trial_id": "t1", "status": status, "config": {"train.lr": 0.01}})
+        (tmp_path / "tune" / f"experiment_state-{stamp}.json").write_text(
+            json.dumps({"trial_data": [[state, "{}"]]})
+        )
+    trials = checks.tune_trials(tmp_path / "tune")
+    assert trials["t1"]["status"] == "TERMINATED" and trials["t1"]["config"] == {"train.lr": 0.01}
+
+
 # --- the chaos run ----------------------------------------------------------------------------
 
 
