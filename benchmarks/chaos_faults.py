@@ -135,6 +135,7 @@ class Injector:
 
     def freeze_storage(self, window_s: float) -> bool:
         """Storage unwritable for `window_s`; the probe write must fail inside the window."""
+        began = round(time.monotonic() - self.log.start, 1)
         done = subprocess.run(self._lock_command(True), capture_output=True, text=True)
         self._frozen = True
         # chattr -R may trip over a file being replaced under it; what matters is the probe.
@@ -149,6 +150,7 @@ class Injector:
             STORAGE_FREEZE,
             ok=blocked and writable,
             window_s=window_s,
+            began=began,
             method="chattr +i" if os.geteuid() == 0 else "chmod a-w",
             write_blocked=blocked,
             writable_after=writable,

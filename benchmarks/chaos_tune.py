@@ -317,7 +317,7 @@ def kill_driver_after_first_finished(
         if process.poll() is not None:
             return True
         name = paths.experiment()
-        return bool(name and checks.finished_numbers(paths.local(name) / "optuna.db"))
+        return bool(name and finished_in_study(paths, name))
 
     wait_for(first_finished, max(1.0, deadline - time.monotonic()), 0.5)
     if process.poll() is not None:
@@ -327,12 +327,19 @@ def kill_driver_after_first_finished(
     time.sleep(settings.study_copy_wait_s)
     name = paths.experiment()
     at_kill = {
-        "driver": checks.finished_numbers(paths.local(name) / "optuna.db"),
+        "driver": finished_in_study(paths, name),
         "storage": checks.finished_numbers(paths.storage / name / "optuna.db"),
     }
     injector.kill_driver(process, **at_kill)
     procs.finish(process, killed=True)
     return at_kill
+
+
+def finished_in_study(paths: Paths, name: str) -> list[int]:
+    """Finished trials in the driver's own study (where it keeps it: under its HOME for URI
+    storage; the storage copy where there is no local one)."""
+    local = paths.local(name) / "optuna.db"
+    return checks.finished_numbers(local if local.is_file() else paths.storage / name / "optuna.db")
 
 
 # --- what the run left behind ------------------------------------------------------------------
