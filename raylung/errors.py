@@ -23,4 +23,18 @@ class ClusterError(RaylungError):
 
 
 class TrainingFailedError(RaylungError):
-    """A training run failed beyond its retry budget; its checkpoints are kept for resuming."""
+    """A training run failed beyond its retry budget; its checkpoints are kept for resuming.
+
+    `reason` is the cause alone, in one sentence (:func:`raylung.train.failures.failure_cause`),
+    for a summary that names several failures (a search's errored trials)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+    def __reduce__(self):  # raised inside a Tune trial: it travels pickled, attributes and all
+        return (type(self), (str(self), self.reason))
+
+
+class SearchTrialsFailedError(RaylungError):
+    """Trials of a search errored: the others' results are written, and a resume retries them."""

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from raylung.errors import ConfigError
-from raylung.storage import download_files, is_uri, join, upload_dir
+from raylung.storage import download_files, is_uri, join, upload_dir, upload_file_atomic
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "optuna.db"
 
 # Driver-side files: small, written by the process that runs the tune or the training. On
 # URI storage they are written locally, then mirrored next to the trials' checkpoints.
@@ -38,7 +45,7 @@ DRIVER_FILES = (
     "base_config.json",
     "config.json",
     "pipeline.json",
-    "optuna.db",
+    STUDY_FILE,
     "best.json",
     "results.json",
     "results.csv",
@@ -95,7 +102,7 @@ class Experiment:
 
     @property
     def optuna_url(self) -> str:
-        return f"sqlite:///{self.local / 'optuna.db'}"
+        return f"sqlite:///{self.local / STUDY_FILE}"
 
     @property
     def wandb_dir(self) -> Path:
@@ -114,6 +121,37 @@ class Experiment:
         so a driver on another machine can resume, report or retrain."""
         if is_uri(self.storage):
             upload_dir(self.local, self.path)
+
+    def save_study(self) -> bool:
+        """Copy the Optuna study to URI storage now; True when storage holds the current study.
+
+        Called by the searcher after every suggestion and every finished trial, so a driver lost
+        mid-search leaves a study in storage that a resume on another machine continues from
+        (without it, storage held the study of the search's start). sqlite's backup API gives a
+        consistent copy even while Optuna writes, and the upload replaces the stored copy
+        atomically, so a driver killed mid-copy leaves the previous one. A failed copy is logged
+        (once per experiment) and the search goes on: it must never cost the running trials.
+        """
+        source = self.local / STUDY_FILE
+        if not is_uri(self.storage) or not source.is_file():
+            return not is_uri(self.storage)  # local storage: the study is written in place
+        try:
+            with tempfile.TemporaryDirectory(dir=self.local, prefix=".study-") as scratch:
+                snapshot = Path(scratch) / STUDY_FILE
+                backup_sqlite(source, snapshot)
+                upload_file_atomic(snapshot, self.file(STUDY_FILE))
+        except Exception as exc:  # noqa: BLE001 - storage or sqlite: warn, never stop the search
+            if self.path not in _unsaved_studies:
+                _unsaved_studies.add(self.path)
+                log.warning(
+                    "could not copy the Optuna study to %s (%s: %s); the search goes on, and the "
+                    "copy is retried after each trial",
+                    self.file(STUDY_FILE),
+                    type(exc).__name__,
+                    exc,
+                )
+            return False
+        return True
 
     def sync_down(self) -> None:
         """Fetch the driver-side files of an experiment on URI storage (not its checkpoints)."""
@@ -152,6 +190,21 @@ class Experiment:
                 "(did `raylung tune` finish? resume it with `raylung tune --resume DIR`)"
             )
         return json.loads(self.best_json.read_text())
+
+
+# Experiments whose failed study copy was already reported: one warning, not one per trial.
+_unsaved_studies: set[str] = set()
+
+
+def backup_sqlite(source: Path, destination: Path) -> None:
+    """A consistent copy of a live sqlite database (the backup API: never a half-written page)."""
+    reader = sqlite3.connect(source, timeout=30)
+    writer = sqlite3.connect(destination)
+    try:
+        reader.backup(writer)
+    finally:
+        writer.close()
+        reader.close()
 
 
 def latest_experiment(storage: str | Path) -> Experiment:

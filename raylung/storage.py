@@ -63,6 +63,33 @@ def upload_dir(local: Path, location: str) -> None:
     )
 
 
+def upload_file_atomic(local_file: Path, location: str) -> None:
+    """Copy one local file to `location` (a path or URI) so that readers never see half of it.
+
+    The bytes go to a temporary name beside the destination, which is then moved over it: on a
+    local or mounted filesystem the move is atomic, on object stores the new object appears whole.
+    A copy cut short (the driver killed mid-upload) leaves the previous copy in place.
+    """
+    import uuid
+
+    filesystem, path = resolve_storage(location)
+    parent, _, name = path.rstrip("/").rpartition("/")
+    if parent:
+        filesystem.create_dir(parent, recursive=True)
+    temporary = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(local_file, "rb") as source, filesystem.open_output_stream(temporary) as stream:
+            while chunk := source.read(1 << 20):
+                stream.write(chunk)
+        filesystem.move(temporary, path)
+    except BaseException:
+        try:
+            filesystem.delete_file(temporary)
+        except OSError:
+            pass
+        raise
+
+
 def download_files(location: str, names: tuple[str, ...], local: Path) -> list[str]:
     """Copy the named files that exist under `location` (a URI) into `local`; returns them."""
     if not is_uri(location):

@@ -16,6 +16,7 @@ from conftest import SMOKE, smoke_overrides
 from wandb_records import history_rows, run_config
 
 from raylung.experiment import Experiment
+from raylung.tracking.segments import SUPERSEDED, run_folders
 
 pytestmark = pytest.mark.slow
 
@@ -261,6 +262,15 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
         assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
     assert len({json.dumps(r["params"], sort_keys=True) for r in results}) == 3
     assert Experiment.at(experiment).best_json.is_file()
+    # One W&B history per trial: the interrupted one's last folder holds every epoch once, and
+    # the folder its killed process left is out of what `wandb sync` uploads.
+    wandb_dir = Experiment.at(experiment).wandb_dir / "wandb"
+    for result in results:
+        (folder,) = run_folders(wandb_dir, result["trial_id"])
+        rows = history_rows(next(folder.glob("*.wandb")))
+        assert [row["epoch"] for row in rows if "epoch" in row] == [1, 2, 3], result["trial_id"]
+    for trial in interrupted:
+        assert run_folders(wandb_dir / SUPERSEDED, trial), trial
 
 
 def test_reports_reach_tune_in_order_when_the_run_returns_right_after_its_last_one(ray_cluster, tmp_path):
@@ -298,3 +308,70 @@ def test_reports_reach_tune_in_order_when_the_run_returns_right_after_its_last_o
         assert result.metrics["training_iteration"] == 5
     (failed,) = [r for r in grid if r.config["fail"]]
     assert failed.error is not None and "the train run failed" in str(failed.error)
+
+
+def _train_worker_pids(ray_cluster) -> list[int]:
+    """The Ray Train worker processes of the session cluster (Ray names them by actor class)."""
+    pids = []
+    for pid in ray_cluster.session_pids():
+        try:
+            if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_trial_whose_worker_is_killed_errors_and_the_search_ends_on_one_line(
+    ray_cluster, demo_root, tmp_path
+):
+    """A killed training worker fails its trial (no retries); the other trial finishes. The search
+    writes its results, then says in one line which trial errored, why, what is kept and how to
+    continue, and exits 2; Ray's tracebacks are in raylung.log, not on the console."""
+    storage = tmp_path / "exp"
+    args = ["tune", str(SMOKE)]
+    for item in smoke_overrides(
+        storage,
+        demo_root,
+        "search.num_samples=2",
+        "search.max_concurrent_trials=1",
+        "search.asha.enabled=false",
+        "train.epochs=2",
+        "train.max_failures=0",
+        "wandb.mode=disabled",
+    ):
+        args += ["--set", item]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raylung", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:  # the first trial has reported its first epoch
+            experiment = next((p.parent for p in storage.glob("smoke-*/trials")), None)
+            if experiment and 1 in _reports_per_trial(experiment).values():
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the first trial never reported an epoch")
+        (killed,) = _reports_per_trial(experiment)
+        for pid in _train_worker_pids(ray_cluster):
+            os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=500)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 2, out[-3000:]
+    assert "Traceback" not in out, out[-5000:]
+    (line,) = [line for line in out.splitlines() if line.startswith("error:")]
+    assert f"1 of 2 trial(s) errored ({killed}: a worker process" in line and " died)" in line
+    assert f"continue with raylung tune --resume {experiment}" in line
+    results = json.loads((experiment / "results.json").read_text())
+    assert sorted(r["status"] for r in results) == ["completed", "error"]
+    best = json.loads((experiment / "best.json").read_text())
+    assert best["trial_id"] != killed
+    assert "Traceback" in (experiment / "raylung.log").read_text()  # Ray's details, kept

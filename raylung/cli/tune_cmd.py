@@ -31,7 +31,8 @@ def tune(
     """Tune the model: every trial a distributed Ray Train run; the best epoch is exported."""
     from raylung import api
     from raylung.config.loading import load_config
-    from raylung.errors import ConfigError
+    from raylung.errors import ConfigError, SearchTrialsFailedError
+    from raylung.tune.results import errored_trials_line
 
     if dry_run:
         if space is None or resume:
@@ -43,6 +44,9 @@ def tune(
     config = None if resume else load_config(space, _overrides(set_, storage, num_samples))
     result = api.tune(config, address=address, resume=resume, resource_wait_s=resource_wait)
     print_tune_result(Console(), result)
+    failed = errored_trials_line(result.trials, str(result.experiment), result.best_trial)
+    if failed:  # after the results, which are written: one line, and exit 2
+        raise SearchTrialsFailedError(failed)
 
 
 def print_tune_result(console: Console, result) -> None:
@@ -59,7 +63,9 @@ def print_tune_result(console: Console, result) -> None:
     for line in result.wandb_links.lines() if result.wandb_links else ():
         console.print(line, highlight=False)
     if result.wandb_dirs:
-        console.print(f"W&B offline runs: {result.wandb_dir}  (upload with `wandb sync --sync-all` there)")
+        # wandb 0.31 dropped --sync-all; its folder of run folders syncs each run (docs/cluster.md).
+        runs = result.wandb_dir / "wandb"
+        console.print(f"W&B offline runs: {runs}  (upload with `wandb sync {runs}`)")
     console.print(
         "from Python, with Ray's own API:\n"
         "  from ray import tune\n"

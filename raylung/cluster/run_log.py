@@ -126,6 +126,21 @@ def write_to(path: Path) -> None:
     log.info("Ray's log lines: %s%s", path, "" if _verbose else " (--verbose also shows them here)")
 
 
+def record_error(message: str, error: BaseException) -> None:
+    """Write `error` with its traceback (Ray's, of every process it passed through) to the run log
+    only: the console says the same in one line. A no-op until a run log is open."""
+    record = logging.makeLogRecord(
+        {
+            "name": "raylung",
+            "levelname": "ERROR",
+            "levelno": logging.ERROR,
+            "msg": message,
+            "exc_info": (type(error), error, error.__traceback__),
+        }
+    )
+    _run_log.handle(record)
+
+
 def route_ray_output() -> None:
     """Send Ray's loggers and its printer of other processes' output to the run log.
 

@@ -40,7 +40,7 @@ class _Hub:
     def __init__(self) -> None:
         self._runs: dict[str, Tracker] = {}
 
-    def start(self, key: str, init: Mapping[str, Any]) -> None:
+    def start(self, key: str, init: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> None:
         if init.get("mode") == "online" and not has_credentials():
             # The driver found a key (in its shell, say) that this node does not have.
             raise ConfigError(
@@ -51,7 +51,7 @@ class _Hub:
             )
         if key in self._runs:  # a restarted trial: its earlier run is done
             self._runs.pop(key).finish()
-        self._runs[key] = Tracker.start(init)
+        self._runs[key] = Tracker.start(init, history)
 
     def log_epoch(self, key: str, report: Mapping[str, Any]) -> None:
         if key in self._runs:  # a report after the run finished (a stopped trial) is dropped
@@ -117,12 +117,15 @@ def tracker_hub(enabled: bool = True, name: str | None = None) -> Iterator[Any]:
 
 
 class HubRun:
-    """One run held by the hub, used from the driver like a local :class:`Tracker`."""
+    """One run held by the hub, used from the driver like a local :class:`Tracker`; `history`:
+    the epochs a resumed run's checkpoint kept (:meth:`Tracker.start`)."""
 
-    def __init__(self, hub: Any, key: str, init: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, hub: Any, key: str, init: Mapping[str, Any] | None, history: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         self.hub, self.key = hub, key
         if hub is not None and init is not None:
-            _call(hub.start, key, dict(init))
+            _call(hub.start, key, dict(init), [dict(row) for row in history])
 
     def report_callbacks(self) -> list[UserCallback]:
         """The Ray Train callbacks that bring this run its per-epoch metrics."""

@@ -122,5 +122,6 @@ def init_kwargs(
 
 
 def offline_run_dirs(root: Path) -> list[Path]:
-    """The `offline-run-*` folders W&B wrote under `root` (what `wandb sync` uploads)."""
-    return sorted(p for p in root.rglob("offline-run-*") if p.is_dir())
+    """The `offline-run-*` folders W&B wrote under `root` (what `wandb sync` uploads), less
+    those a resumed run's complete folder superseded (:mod:`.segments`)."""
+    return sorted(p for p in root.rglob("offline-run-*") if p.is_dir() and p.parent.name != "superseded")

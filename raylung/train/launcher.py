@@ -8,6 +8,7 @@ launch at the same directory resumes it from its latest checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -236,24 +237,46 @@ def fit(
         with display:
             return trainer.fit()
     except TrainingFailedError as exc:
-        raise _explain_failure(exc, location, resume_hint) from exc
+        raise _explain_failure(exc, location, resume_hint, resource_wait_s) from exc
     finally:
         if progress:
             loop_config["progress"].shutdown()
 
 
-def _explain_failure(exc: Exception, location: RunLocation, resume_hint: str | None) -> Exception:
-    """Ray's failure, as one message saying what failed and how to continue."""
+def _explain_failure(
+    exc: Exception, location: RunLocation, resume_hint: str | None, resource_wait_s: float = 0.0
+) -> Exception:
+    """Ray's failure as one line: what failed, what is kept, how to continue (Ray's tracebacks are
+    in the run's log, where Ray's loggers wrote them)."""
+    from raylung.cluster.run_log import record_error
     from raylung.errors import TrainingFailedError as RaylungTrainingFailed
+    from raylung.train.failures import failure_cause
 
-    cause = str(exc).strip().splitlines()
-    summary = next((line for line in reversed(cause) if line.strip()), type(exc).__name__)
-    message = (
-        f"training failed ({type(exc).__name__}: {summary[:400]}). Checkpoints are kept in {location.path}"
+    record_error("training failed; Ray's error:", exc)  # the whole of it, in the run log only
+    reason = failure_cause(exc, resource_wait_s or None)
+    epoch = last_checkpoint_epoch(location)
+    kept = (
+        f"checkpoints up to epoch {epoch} are kept" if epoch else "nothing was checkpointed yet; the run is"
     )
+    message = f"training failed: {reason}; {kept} in {location.path}"
     if resume_hint:
-        message += f"; once the cause is fixed, continue with `{resume_hint}`"
-    return RaylungTrainingFailed(message)
+        message += f"; continue with {resume_hint}"
+    return RaylungTrainingFailed(message, reason)
+
+
+def last_checkpoint_epoch(location: RunLocation) -> int | None:
+    """The epoch of the run's latest checkpoint, from Ray Train's snapshot (None: no checkpoint)."""
+    import json
+
+    try:
+        filesystem, path = resolve_storage(location.path)
+        with filesystem.open_input_stream(join(path, SNAPSHOT_FILE)) as stream:
+            snapshot = json.loads(stream.read())
+    except Exception:  # noqa: BLE001 - no snapshot yet, or unreadable: say nothing about epochs
+        return None
+    latest = snapshot.get("latest_checkpoint_result") or {}
+    epoch = (latest.get("metrics") or {}).get("epoch")
+    return int(epoch) if epoch is not None else None
 
 
 def has_snapshot(location: RunLocation) -> bool:
@@ -263,3 +286,36 @@ def has_snapshot(location: RunLocation) -> bool:
     filesystem, path = resolve_storage(location.path)
     info = filesystem.get_file_info(join(path, SNAPSHOT_FILE))
     return info.type == pyarrow.fs.FileType.File
+
+
+def _latest_result(location: RunLocation):  # -> ray.train.Result | None
+    """Ray Train's record of the run (read from its snapshot); None before its first report."""
+    import ray.train
+
+    if not has_snapshot(location):
+        return None
+    result = ray.train.Result.from_path(location.path)
+    return result if result.checkpoint is not None else None
+
+
+def latest_history(location: RunLocation) -> list[dict[str, float]]:
+    """Every epoch's report the run's latest checkpoint kept (its ``TrainState.history``): what a
+    resumed run has already trained, so its tracked run can start with it. Only ``state.json`` is
+    read, not the weights, wherever the checkpoint is stored."""
+    from raylung.artifacts.checkpoint import STATE_FILE
+
+    result = _latest_result(location)
+    if result is None:
+        return []
+    checkpoint = result.checkpoint
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path.rstrip('/')}/{STATE_FILE}") as stream:
+        return json.loads(stream.readall())["history"]
+
+
+def latest_report(location: RunLocation) -> dict[str, Any] | None:
+    """The run's last kept epoch as Ray Train reported it, with its ``checkpoint_path``: what a
+    resumed run with nothing left to train reports again (:mod:`raylung.tune.reports`)."""
+    result = _latest_result(location)
+    if result is None or not result.metrics:
+        return None
+    return {**result.metrics, "checkpoint_path": result.checkpoint.path}

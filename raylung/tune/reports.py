@@ -12,12 +12,19 @@ so nothing can overtake the last report. The metrics carry ``checkpoint_path`` a
 ``TuneReportCallback``'s do; the checkpoint itself is already in storage and is not re-uploaded.
 When Tune stops a trial (ASHA) its queue goes with it, and the Train run's last reports, made
 before the trial's actor takes the run down, are dropped quietly.
+
+A trial can also have nothing left to train: it finished just before the driver died, after
+Tune last saved its state (every ~10 s), so a resumed search restores it as RUNNING. Its Train
+run resumes from the last checkpoint, trains nothing and reports nothing, and Tune would fail
+the trial (no ``val_loss`` in its result) and every ``--resume`` with it. So a fit that reported
+nothing reports its last kept epoch again, marked :data:`RESTATED`: not a new epoch (W&B never
+sees it; :mod:`raylung.tune.results` leaves it out), only the trial's closing result.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray import tune
@@ -26,6 +33,7 @@ from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Queue
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"
+RESTATED = "restated"  # 1 on a report that repeats the last kept epoch (see above)
 _FINISHED = None  # reports are dicts: None marks the end of the run
 
 
@@ -45,12 +53,16 @@ class QueueReportCallback(UserCallback):
             pass
 
 
-def fit_reporting_to_tune(fit: Callable[[list[UserCallback]], Any]) -> Any:
+def fit_reporting_to_tune(
+    fit: Callable[[list[UserCallback]], Any], kept: Mapping[str, Any] | None = None
+) -> Any:
     """Run ``fit(callbacks)`` in a helper thread and ``tune.report`` each report here.
 
     Returns what `fit` returns and re-raises what it raises. If Tune stops the trial (ASHA),
     ``tune.report`` ends this thread, as it would any function trainable, and the trial's
-    actor takes the Train run down with it.
+    actor takes the Train run down with it. `kept`: the run's last kept report before this fit
+    (``launcher.latest_report``), reported again, marked :data:`RESTATED`, if the fit succeeds
+    without reporting anything.
     """
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     outcome: dict[str, Any] = {}
@@ -68,9 +80,13 @@ def fit_reporting_to_tune(fit: Callable[[list[UserCallback]], Any]) -> Any:
 
     thread = threading.Thread(target=run, name="raylung-train-fit", daemon=True)
     thread.start()
+    reported = False
     while (item := queue.get()) is not _FINISHED:
         tune.report(item)
+        reported = True
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
+    if not reported and kept is not None:
+        tune.report({**kept, RESTATED: 1})
     return outcome.get("value")

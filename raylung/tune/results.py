@@ -21,6 +21,7 @@ from raylung.config.search_space import SearchSpace
 from raylung.experiment import Experiment
 from raylung.plan.effective import augment_text
 from raylung.storage import join
+from raylung.train.failures import failure_cause
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +55,12 @@ def _better(a: float, b: float, mode: str) -> bool:
 def checkpoint_history(experiment: Experiment, trial_id: str) -> list[dict[str, float]]:
     """The per-epoch metrics kept in the trial's latest checkpoint: complete across restarts,
     unlike Tune's result log, which loses the rows a killed driver had not flushed."""
-    import ray.train
-
-    from raylung.artifacts.checkpoint import load_state
+    from raylung.train.launcher import RunLocation, latest_history
 
     try:
-        run = ray.train.Result.from_path(join(experiment.trials_storage, trial_id))
+        return latest_history(RunLocation(experiment.trials_storage, trial_id))
     except Exception:  # noqa: BLE001 - a trial that never checkpointed has no run folder
         return []
-    if run.checkpoint is None:
-        return []
-    with run.checkpoint.as_directory() as directory:
-        return load_state(Path(directory)).history
 
 
 def trial_pipeline_record(
@@ -96,12 +91,19 @@ def summarize_trial(
     base: RaylungConfig | None = None,
 ) -> TrialSummary:
     """One Tune ``Result`` -> a summary row (history from the trial's checkpoint if given)."""
+    from raylung.tune.reports import RESTATED
+
     frame = result.metrics_dataframe
     rows = [] if frame is None else frame.to_dict("records")
     history = [
-        {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        {
+            k: v
+            for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != RESTATED
+        }
         for row in rows
-        if "epoch" in row and row.get(metric) is not None
+        # A restated row repeats the last kept epoch to close a resumed trial: not a new epoch.
+        if "epoch" in row and row.get(metric) is not None and row.get(RESTATED) != 1
     ]
     metrics = result.metrics or {}
     trial_id = metrics.get("trial_id") or Path(result.path).name  # folders are named by trial id
@@ -133,9 +135,34 @@ def summarize_trial(
         best_value=best_value,
         best_epoch=best_epoch,
         history=history,
-        error=None if result.error is None else str(result.error).splitlines()[0][:300],
+        error=None if result.error is None else failure_cause(result.error)[:400],
         reported_epochs=reported,
         pipeline=trial_pipeline_record(experiment, str(trial_id), base, space, params),
+    )
+
+
+def errored_trials_line(trials: list[TrialSummary], experiment: str, best_trial: str | None) -> str | None:
+    """The one line a search with errored trials ends on: which, why, what is kept, how to go on.
+
+    None when no trial errored. Ray's tracebacks are in the experiment's raylung.log."""
+    errored = [t for t in trials if t.status == "error"]
+    if not errored:
+        return None
+    reasons: dict[str, list[str]] = {}
+    for trial in errored:  # one node lost takes several trials down for one reason
+        reasons.setdefault(trial.error or "unknown error", []).append(trial.trial_id)
+    why = "; ".join(f"{', '.join(ids)}: {reason}" for reason, ids in reasons.items())
+    good = len(trials) - len(errored)
+    kept = (
+        f"the results of the {good} other trial(s) are written to {experiment}"
+        if good
+        else "no trial finished"
+    )
+    if best_trial:
+        kept += f" (best trial {best_trial} in best.json)"
+    return (
+        f"{len(errored)} of {len(trials)} trial(s) errored ({why}); {kept}; their checkpoints are kept, "
+        f"continue with raylung tune --resume {experiment}"
     )
 
 

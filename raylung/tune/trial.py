@@ -22,7 +22,7 @@ from raylung.data import storage
 from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
 from raylung.storage import join
 from raylung.tracking.hub import HubRun
-from raylung.train.launcher import RunLocation, fit
+from raylung.train.launcher import RunLocation, fit, latest_history, latest_report
 from raylung.tune.reports import fit_reporting_to_tune
 from raylung.tune.trial_runs import trial_run_spec
 
@@ -55,7 +55,8 @@ def run_trial(
     pipeline = effective_pipeline(cfg).to_json()
     storage.write_text(join(location.path, PIPELINE_FILE), json.dumps(pipeline, indent=1))
     spec = trial_run_spec(run_template, trial_id, params, pipeline) if run_template else None
-    run = HubRun(hub, trial_id, spec)
+    # A restarted trial's run starts with the epochs its checkpoint kept (one W&B history).
+    run = HubRun(hub, trial_id, spec, latest_history(location) if spec else ())
     fit_reporting_to_tune(
         lambda callbacks: fit(
             cfg,
@@ -65,5 +66,6 @@ def run_trial(
             resume_hint="raylung tune --resume EXPERIMENT_DIR",
             resource_wait_s=resource_wait_s,
             hooks=hooks,
-        )
+        ),
+        kept=latest_report(location),
     )

@@ -208,8 +208,7 @@ def build_tuner(
     searcher = ResumableOptunaSearch(
         prepared.space,
         sampler=search.sampler,
-        storage_url=prepared.experiment.optuna_url,
-        study_name=prepared.experiment.name,
+        experiment=prepared.experiment,
         seed=search.seed,
         n_startup_trials=search.n_startup_trials,
         metric=base.search_metric,

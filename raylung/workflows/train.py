@@ -25,7 +25,14 @@ from raylung.storage import check_writable
 from raylung.tracking import Tracking, init_kwargs, offline_run_dirs, resolve_mode
 from raylung.tracking.hub import HubRun, tracker_hub
 from raylung.tracking.links import WandbLinks, announce, links_for
-from raylung.train.launcher import RunLocation, check_resources, fit, has_snapshot, prepare_splits
+from raylung.train.launcher import (
+    RunLocation,
+    check_resources,
+    fit,
+    has_snapshot,
+    latest_history,
+    prepare_splits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +153,8 @@ def run_training(
         links = links_for(cfg.wandb, spec["mode"], spec["group"], {spec["name"]: spec["id"]})
         announce(links)
     with tracker_hub(spec is not None) as hub:
-        run = HubRun(hub, directory.name, spec)
+        # A resumed run starts with the epochs its checkpoint kept: one W&B history per run.
+        run = HubRun(hub, directory.name, spec, latest_history(location) if spec else ())
         result = fit(
             cfg,
             location,

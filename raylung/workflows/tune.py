@@ -91,7 +91,8 @@ def finish(prepared: tuner.PreparedSearch, grid: Any) -> TuneOutcome:
         summarize_trial(result, space, metric, mode, base.train.epochs, experiment, base) for result in grid
     ]
     trials.sort(key=lambda t: t.trial_id)
-    best_trial = pick_best(trials, mode)
+    # The best of the trials that finished: an errored trial's last epochs may be half-trained.
+    best_trial = pick_best([t for t in trials if t.status != "error"], mode)
     write_tables(experiment, trials, space, metric)
     plots = [plot_trials(trials, metric, experiment.local / "plots" / "trials.png", best_trial)]
     best = export_best(experiment, best_trial, base, metric, mode) if best_trial else None
