@@ -110,15 +110,24 @@ def epoch_problems(epochs: Sequence[int]) -> list[str]:
     return problems
 
 
-def check_epochs(histories: Mapping[str, Mapping[str, Sequence[int]]], complete: Mapping[str, bool]) -> Check:
+def check_epochs(
+    histories: Mapping[str, Mapping[str, Sequence[int]]],
+    complete: Mapping[str, bool],
+    trained: Mapping[str, int] | None = None,
+) -> Check:
     """`histories`: trial id -> {source: epoch column}, sources "checkpoint", "result.json",
     "wandb". Each must read 1..n; the others must end at the checkpoint's last epoch, or one
     before it for a trial stopped early (its last epoch may train after Tune stopped it);
-    `complete`: trial id -> whether it trained every epoch."""
-    problems = []
+    `complete`: trial id -> whether it trained every epoch; `trained`: trial id -> epochs the
+    ledger saw it train: a trial that trained none and kept none (it errored before its first
+    epoch) has nothing to lose and is only counted."""
+    problems, idle = [], []
     if not histories:
         return Check(EPOCHS, False, "no trial histories")
     for trial, sources in sorted(histories.items()):
+        if trained is not None and not trained.get(trial) and not any(sources.values()):
+            idle.append(trial)
+            continue
         for source in ("checkpoint", "result.json", "wandb"):
             epochs = list(sources.get(source) or [])
             problems += [f"{trial} {source}: {p}" for p in epoch_problems(epochs)]
@@ -129,7 +138,11 @@ def check_epochs(histories: Mapping[str, Mapping[str, Sequence[int]]], complete:
             if not kept - slack <= last <= kept:
                 problems.append(f"{trial} {source}: ends at epoch {last}, the checkpoint at {kept}")
     detail = "; ".join(problems[:8]) + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else "")
-    return Check(EPOCHS, not problems, detail or f"{len(histories)} trials, 3 sources each, every epoch once")
+    checked = len(histories) - len(idle)
+    detail = detail or f"{checked} trials, 3 sources each, every epoch once"
+    if idle:
+        detail += f" ({len(idle)} trained no epoch)"
+    return Check(EPOCHS, not problems and checked > 0, detail)
 
 
 # --- 4. best export --------------------------------------------------------------------------
@@ -176,20 +189,26 @@ def check_study(tune_trials: Mapping[str, Mapping[str, Any]], study: Sequence[Ma
     """`tune_trials`: finished trial id -> {"status": TERMINATED | ERROR, "params": sampled};
     `study`: the study's trials as {"number", "state", "params"}.
 
-    A TERMINATED trial must match (by its parameters) exactly one COMPLETE or PRUNED study
-    trial, an ERROR one exactly one FAIL; and no COMPLETE or PRUNED study trial may be left
-    over (TPE would count it). A FAIL left over is a suggestion no trial ever ran (its driver
-    died first), closed so it is not RUNNING forever: noted, not an error."""
+    Each finished trial must match (by its parameters) exactly one finished study trial, in the
+    state that agrees with Tune's (TERMINATED: COMPLETE or PRUNED; ERROR: FAIL), and no
+    COMPLETE or PRUNED study trial may be left over (TPE would learn from it). A FAIL left over
+    is a suggestion no trial ever ran (its driver died first), closed so it is not RUNNING
+    forever: noted, not an error."""
     problems, used = [], set()
     if not tune_trials:
         problems.append("no finished trials")
+    finished = [t for t in study if t["state"] in FINISHED_OPTUNA]
     for trial, record in sorted(tune_trials.items()):
-        states = ("FAIL",) if record["status"] == "ERROR" else ("COMPLETE", "PRUNED")
-        hits = [t["number"] for t in study if t["state"] in states and matches(record["params"], t["params"])]
+        hits = [t for t in finished if matches(record["params"], t["params"])]
+        used.update(t["number"] for t in hits)
+        agreeing = ("FAIL",) if record["status"] == "ERROR" else ("COMPLETE", "PRUNED")
         if len(hits) != 1:
-            problems.append(f"{trial} ({record['status']}): {len(hits)} {'/'.join(states)} study trials")
-        used.update(hits)
-    left = [t for t in study if t["state"] in FINISHED_OPTUNA and t["number"] not in used]
+            problems.append(f"{trial}: in {len(hits)} finished study trials")
+        elif hits[0]["state"] not in agreeing:
+            problems.append(
+                f"{trial} is {record['status']}, its study trial {hits[0]['number']} {hits[0]['state']}"
+            )
+    left = [t for t in finished if t["number"] not in used]
     extra = [t["number"] for t in left if t["state"] != "FAIL"]
     if extra:
         problems.append(f"study trials {extra} match no finished trial")

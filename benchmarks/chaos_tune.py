@@ -388,7 +388,12 @@ def collect(
             "wandb": wandb.get(trial, []),
         }
     complete = {t: summaries.get(t, {}).get("status") in ("completed", "early-stopped") for t in tune}
-    found.append(checks.check_epochs(histories, complete))
+    ledger = read_ledger(paths.ledger)
+    trained = epochs_trained(ledger)
+    per_trial = Counter()
+    for (run, _), times in trained.items():
+        per_trial[run] += times
+    found.append(checks.check_epochs(histories, complete, per_trial))
 
     best = _read_json(local / "best.json", None)
     if best:
@@ -411,8 +416,6 @@ def collect(
     if faults:
         found.append(checks.check_study_copy(at_kill))
 
-    ledger = read_ledger(paths.ledger)
-    trained = epochs_trained(ledger)
     statuses = Counter(s.get("status") for s in summaries.values())
     figures.update(
         trials=len(tune),

@@ -59,6 +59,14 @@ def test_epochs_fail_on_a_duplicated_or_missing_epoch(source, epochs):
     assert not checks.check_epochs({"t1": GOOD, "t2": broken}, {"t1": True, "t2": True}).passed
 
 
+def test_epochs_skip_only_a_trial_that_trained_nothing():
+    empty = {"checkpoint": [], "result.json": [], "wandb": []}
+    histories = {"t1": GOOD, "t2": empty}
+    assert checks.check_epochs(histories, {"t1": True}, trained={"t1": 3, "t2": 0}).passed
+    assert not checks.check_epochs(histories, {"t1": True}, trained={"t1": 3, "t2": 2}).passed  # lost
+    assert not checks.check_epochs({"t2": empty}, {}, trained={"t2": 0}).passed  # nothing checked
+
+
 def test_epochs_allow_a_stopped_trial_one_epoch_beyond_what_tune_heard():
     stopped = {"checkpoint": [1, 2], "result.json": [1], "wandb": [1]}
     assert checks.check_epochs({"t": stopped}, {"t": False}).passed
@@ -96,7 +104,8 @@ def test_study_fails_on_a_duplicated_or_missing_trial():
     assert not checks.check_study(tune, extra).passed
     errored = {**tune, "t2": {"status": "ERROR", "params": b}}
     assert checks.check_study(errored, _study((0, "COMPLETE", a), (1, "FAIL", b))).passed
-    assert not checks.check_study(errored, _study((0, "COMPLETE", a), (1, "PRUNED", b))).passed
+    disagreeing = checks.check_study(errored, _study((0, "COMPLETE", a), (1, "PRUNED", b)))
+    assert not disagreeing.passed and "t2 is ERROR, its study trial 1 PRUNED" in disagreeing.detail
     assert not checks.check_study({}, []).passed
 
 
