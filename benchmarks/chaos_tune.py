@@ -261,13 +261,13 @@ def run_tune(settings: Settings, work: Path, data_root: Path, faults: bool) -> d
     at_kill: dict[str, Any] | None = None
     resumed = threading.Event()
     timed = TimedFaults(injector, paths, settings, resumed)
-    start = time.monotonic()
+    start = time.monotonic()  # the wall time runs from `ray start` to the last tune's exit
     try:
         cluster.start()
         log.add("cluster_up", address=cluster.address)
         procs = TuneProcesses(env, paths, cluster.address, log)
         deadline = time.monotonic() + settings.timeout_s
-        first = procs.start("tune", [str(SMOKE), "--set", *_set_args(overrides(settings, paths, data_root))])
+        first = procs.start("tune", [str(SMOKE), *set_args(overrides(settings, paths, data_root))])
         if faults:
             timed.start()
             at_kill = kill_driver_after_first_finished(first, procs, paths, injector, settings, deadline)
@@ -294,12 +294,9 @@ def run_tune(settings: Settings, work: Path, data_root: Path, faults: bool) -> d
     return report
 
 
-def _set_args(values: list[str]) -> list[str]:
-    """`--set a=1 --set b=2` as the CLI takes them (the first --set is already in place)."""
-    args = [values[0]]
-    for value in values[1:]:
-        args += ["--set", value]
-    return args
+def set_args(values: list[str]) -> list[str]:
+    """`--set a=1 --set b=2 ...`, as the CLI takes overrides."""
+    return [arg for value in values for arg in ("--set", value)]
 
 
 def kill_driver_after_first_finished(
