@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -287,6 +288,7 @@ def run_tune(settings: Settings, work: Path, data_root: Path, faults: bool) -> d
             timed.join(timeout=120)
         injector.thaw_storage()
         cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)  # Ray's session folder: logs, sockets
     report = collect(settings, paths, procs.records, at_kill, log, faults)
     report["wall_s"] = round(wall_s, 1)
     report["settings"] = asdict(settings) | {"data": str(data_root), "faults": faults}
