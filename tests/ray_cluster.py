@@ -44,6 +44,8 @@ def ray_env() -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.pop("WANDB_API_KEY", None)
+    # A W&B service this process started (a unit test's run) is not the cluster's to share.
+    env.pop("WANDB_SERVICE", None)
     return env
 
 

@@ -13,7 +13,7 @@ import pytest
 from wandb_records import history_rows, read_records, run_config
 
 from raylung.config import WandbConfig
-from raylung.tracking import Tracker, epoch_metrics, init_kwargs
+from raylung.tracking import Tracker, epoch_metrics, init_kwargs, teardown
 
 
 def _init(tmp_path: Path, name: str, mode: str = "offline", **extra) -> dict:
@@ -81,6 +81,7 @@ def test_a_tracker_writes_epochs_at_their_step_a_table_images_and_a_summary(tmp_
     tracker.log_images({"curve": image})
     tracker.summary({"best_epoch": 3})
     folder = tracker.finish()
+    teardown()  # finish() returns before W&B's service has written the file out
 
     path = _run_file(tmp_path, "local")
     assert folder == path.parent

@@ -39,6 +39,9 @@ class _Hub:
 
     def __init__(self) -> None:
         self._runs: dict[str, Tracker] = {}
+        # Its own W&B service, which dies with it: one inherited from whoever started Ray would
+        # outlive a killed driver and keep its runs open ("run ID ... is in use" on resume).
+        os.environ.pop("WANDB_SERVICE", None)
 
     def start(self, key: str, init: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> None:
         if init.get("mode") == "online" and not has_credentials():

@@ -20,7 +20,7 @@ import logging
 import shutil
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -90,16 +90,18 @@ def logged_epochs(folder: Path) -> list[int]:
     return epochs
 
 
-def supersede(kept: Path) -> list[Path]:
+def supersede(kept: Path, holds: Iterable[int] | None = None) -> list[Path]:
     """Move the earlier folders of `kept`'s run to ``superseded/``; returns where they went.
 
     Called when a run finishes: from then on `kept` alone is the run's history. A folder holding
-    an epoch that `kept` lacks stays where it is (a sync replays it first), and says so."""
+    an epoch that `kept` lacks stays where it is (a sync replays it first), and says so. `holds`:
+    the epochs `kept` holds, if known; wandb's ``finish()`` returns before its service has
+    written the file out, so the run's own tracker says, rather than the file."""
     kept = Path(kept)
     run_ids = [path.stem.removeprefix("run-") for path in kept.glob("run-*.wandb")]
     if not run_ids:
         return []
-    holds = set(logged_epochs(kept))
+    holds = set(logged_epochs(kept) if holds is None else holds)
     moved = []
     for folder in run_folders(kept.parent, run_ids[0]):
         if folder == kept:
@@ -109,7 +111,11 @@ def supersede(kept: Path) -> list[Path]:
             log.info("%s keeps epochs %s that %s lacks: left for `wandb sync`", folder, missing, kept.name)
             continue
         target = kept.parent / SUPERSEDED / folder.name
-        target.parent.mkdir(exist_ok=True)
-        shutil.move(str(folder), str(target))
+        try:
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(str(folder), str(target))
+        except OSError as exc:  # the run is finished and whole: a folder left in place only costs a sync
+            log.warning("could not move %s to %s: %s", folder, target.parent, exc)
+            continue
         moved.append(target)
     return moved

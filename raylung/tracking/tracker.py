@@ -121,7 +121,7 @@ class Tracker:
         folder = Path(self._run.dir).parent
         self._run.finish()
         self._run = None
-        supersede(folder)
+        supersede(folder, holds=self._logged)
         return folder
 
 
