@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from pathlib import Path
 
 # The test cluster uses token authentication, as Ray >= 2.59 clusters do, with a token of the
@@ -18,6 +17,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 import pytest  # noqa: E402
+from ray_cluster import RayTestCluster, ray_env  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,150 +50,7 @@ def lc25000_root() -> Path:
 # Ray Train / Tune tests share it (starting Ray costs ~10 s on 2 cores). It is a real
 # `ray start --head` plus a second raylet joined with `ray start --address`, one CPU each, so
 # a two-worker training run always spans two nodes, and CLI subprocesses attach through
-# RAY_ADDRESS exactly as users attach with --address. Ray resolves 127.0.0.1 to this host's
-# own interface address; nothing leaves the machine.
-
-TRIAL_DRIVER_SLOTS = 4
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ray_env() -> dict[str, str]:
-    """Environment for `ray` commands and raylung subprocesses of the test cluster."""
-    env = dict(os.environ)
-    env.update(
-        RAY_AUTH_MODE="token",  # Ray >= 2.59: the head and joining nodes must agree
-        RAY_USAGE_STATS_ENABLED="0",
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("WANDB_API_KEY", None)
-    # A W&B service this process started (a unit test's run) is not the cluster's to share.
-    env.pop("WANDB_SERVICE", None)
-    return env
-
-
-class RayTestCluster:
-    """A head node (drivers, 1 CPU) and one worker node (1 CPU) on this machine."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.temp_dir = Path(f"/tmp/raylung-test-{self.port}")
-        self.session = ""
-
-    def _ray(self, *args: str) -> str:
-        import subprocess
-
-        # The `ray` of this interpreter's environment: the venv need not be on PATH.
-        ray_cli = str(Path(sys.executable).with_name("ray"))
-        done = subprocess.run([ray_cli, *args], env=self.env, capture_output=True, text=True, timeout=180)
-        if done.returncode:
-            raise RuntimeError(f"ray {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
-
-    def start(self) -> None:
-        import json
-
-        resources = json.dumps({"raylung_trial_driver": TRIAL_DRIVER_SLOTS})
-        self._ray(
-            "start",
-            "--head",
-            f"--port={self.port}",
-            "--num-cpus=1",
-            "--num-gpus=0",
-            f"--resources={resources}",
-            "--node-ip-address=127.0.0.1",
-            "--disable-usage-stats",
-            f"--dashboard-port={free_port()}",
-            f"--temp-dir={self.temp_dir}",
-        )
-        self.session = (self.temp_dir / "session_latest").resolve().name
-        self.add_worker_node()
-
-    def add_worker_node(self) -> None:
-        self._ray(
-            "start", f"--address={self.address}", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"
-        )
-        self.wait_for_nodes(2)
-
-    def alive_nodes(self) -> list[dict]:
-        import ray
-
-        return [n for n in ray.nodes() if n.get("Alive")]
-
-    def wait_for_nodes(self, count: int, timeout_s: float = 60) -> None:
-        import time
-
-        import ray
-
-        if not ray.is_initialized():
-            return
-        deadline = time.monotonic() + timeout_s
-        while len(self.alive_nodes()) != count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"expected {count} live Ray nodes, have {len(self.alive_nodes())}")
-            time.sleep(0.5)
-
-    def session_pids(self, marker: str = "") -> set[int]:
-        """This cluster's processes (GCS, raylets, agents) and all their descendants (workers),
-        optionally only those of one node (`marker` = its node id).
-
-        Found by session name, so other Ray clusters on the machine are never touched, unlike
-        `ray stop`, which stops every Ray process of the user."""
-        owned, parents = set(), {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            parents[int(entry)] = ppid
-            if self.session and self.session.encode() in cmdline and marker.encode() in cmdline:
-                owned.add(int(entry))
-        grew = True
-        while grew:
-            children = {pid for pid, ppid in parents.items() if ppid in owned} - owned
-            owned |= children
-            grew = bool(children)
-        return owned
-
-    def worker_node_id(self) -> str:
-        return next(n["NodeID"] for n in self.alive_nodes() if "node:__internal_head__" not in n["Resources"])
-
-    def kill_node(self, node_id: str) -> None:
-        """SIGKILL one node as a machine loss would: its raylet, agents and their workers."""
-        import signal
-
-        for pid in self.session_pids(node_id):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def stop(self) -> None:
-        import signal
-        import time
-
-        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
-            for pid in self.session_pids():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait_s
-            while self.session_pids() and time.monotonic() < deadline:
-                time.sleep(0.2)
+# RAY_ADDRESS exactly as users attach with --address (tests/ray_cluster.py).
 
 
 @pytest.fixture(scope="session")

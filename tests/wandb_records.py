@@ -19,7 +19,9 @@ CHUNK_HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def read_payloads(path: Path) -> list[bytes]:
+def read_payloads(path: Path, strict: bool = True) -> list[bytes]:
+    """The file's record payloads. `strict` False stops at a torn tail (a writer killed
+    mid-record) instead of raising, keeping every record before it."""
     data = Path(path).read_bytes()
     if data[:4] != b":W&B" or struct.unpack("<H", data[4:6])[0] != 0xBEE1:
         raise ValueError(f"{path} is not a W&B run file")
@@ -37,6 +39,8 @@ def read_payloads(path: Path) -> list[bytes]:
         chunk = data[pos : pos + length]
         pos += length
         if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != checksum:
+            if not strict:
+                break
             raise ValueError(f"{path}: CRC mismatch at byte {pos - length}")
         if kind == FULL:
             payloads.append(chunk)
@@ -50,11 +54,11 @@ def read_payloads(path: Path) -> list[bytes]:
     return payloads
 
 
-def read_records(path: Path) -> list[Any]:
+def read_records(path: Path, strict: bool = True) -> list[Any]:
     from wandb.proto import wandb_internal_pb2
 
     records = []
-    for payload in read_payloads(path):
+    for payload in read_payloads(path, strict):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
         records.append(record)
