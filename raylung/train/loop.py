@@ -24,6 +24,7 @@ from raylung.data import LungDataset
 from raylung.train.epochs import run_epochs, train_step
 from raylung.train.hooks import NO_HOOKS, SETUP, PhaseHooks
 from raylung.train.parts import RunParts, build_loader, build_run
+from raylung.train.patience import patient_checkpoint_upload
 from raylung.train.progress import StepReporter
 
 __all__ = ["make_loader", "train_loop_per_worker", "train_step"]  # train_step: raylung.benchmark.cost
@@ -69,9 +70,10 @@ def resume_state(parts: RunParts) -> TrainState:
 
 
 def report_to_ray(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-    """Ray Train copies the folder to the run's storage before this returns."""
+    """Ray Train copies the folder to the run's storage before this returns (riding out a short
+    storage outage: :mod:`raylung.train.patience`)."""
     checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-    ray.train.report(metrics, checkpoint=checkpoint)
+    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_fn=patient_checkpoint_upload)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

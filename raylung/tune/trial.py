@@ -23,6 +23,7 @@ from raylung.plan.effective import PIPELINE_FILE, effective_pipeline
 from raylung.storage import join
 from raylung.tracking.hub import HubRun
 from raylung.train.launcher import RunLocation, fit, latest_history, latest_report
+from raylung.train.patience import patiently
 from raylung.tune.reports import fit_reporting_to_tune
 from raylung.tune.trial_runs import trial_run_spec
 
@@ -53,7 +54,9 @@ def run_trial(
     location = RunLocation(trials_storage, trial_id)
     # What this trial trains, as built from its own config, next to its checkpoints.
     pipeline = effective_pipeline(cfg).to_json()
-    storage.write_text(join(location.path, PIPELINE_FILE), json.dumps(pipeline, indent=1))
+    # Written patiently: a trial starting in a storage outage waits for it rather than erroring.
+    text = json.dumps(pipeline, indent=1)
+    patiently(lambda: storage.write_text(join(location.path, PIPELINE_FILE), text), PIPELINE_FILE)
     spec = trial_run_spec(run_template, trial_id, params, pipeline) if run_template else None
     # A restarted trial's run starts with the epochs its checkpoint kept (one W&B history).
     run = HubRun(hub, trial_id, spec, latest_history(location) if spec else ())
