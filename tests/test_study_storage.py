@@ -198,6 +198,13 @@ def test_a_search_whose_driver_is_lost_continues_on_another_machine(ray_address,
             # The first trial finished and the second is part-way through.
             reports = _epochs_per_trial(experiment)
             if epochs in reports.values() and set(range(1, epochs)) & set(reports.values()):
+                # Read now: the cluster's workers outlive the driver by a moment and may finish
+                # the second trial's last epoch after the kill (its resume then restates it).
+                finished = {
+                    trial: (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes()
+                    for trial, count in reports.items()
+                    if count == epochs
+                }
                 break
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
@@ -208,11 +215,6 @@ def test_a_search_whose_driver_is_lost_continues_on_another_machine(ray_address,
 
     states = _stored_study_states(experiment, tmp_path / "scratch")
     assert states == ["COMPLETE", "RUNNING"], states
-    finished = {
-        trial: (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes()
-        for trial, count in _epochs_per_trial(experiment).items()
-        if count == epochs
-    }
     assert len(finished) == 1
 
     resumed = subprocess.run(
