@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 # The test cluster uses token authentication, as Ray >= 2.59 clusters do, with a token of the
@@ -100,6 +102,32 @@ def smoke_overrides(storage: Path, root: Path, *extra: str) -> list[str]:
         "wandb.mode=offline",
         *extra,
     ]
+
+
+def epochs_reported_per_trial(experiment: Path) -> dict[str, int]:
+    """Epochs each trial's Ray Train run has reported (its snapshot is rewritten per report)."""
+    import json
+
+    counts = {}
+    for snapshot in (experiment / "trials").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            counts[snapshot.parent.name] = json.loads(snapshot.read_text())["current_report_index"]
+        except (json.JSONDecodeError, KeyError, OSError):
+            continue
+    return counts
+
+
+def start_raylung(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """`python -m raylung ARGS` in a session of its own (killable as a group), output to one pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "raylung", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ) if env is None else env,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import start_raylung
 from run_factory import write_tiny_yaml
 from wandb_records import history_rows, read_records
 
@@ -105,17 +104,6 @@ def test_an_open_run_is_on_disk_within_seconds(tmp_path):
 # --- a real interrupted `raylung train`, resumed ------------------------------------------------
 
 
-def _raylung(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "raylung", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
-
-
 def _reports(run_dir: Path) -> int:
     try:
         snapshot = json.loads((run_dir / "run" / "checkpoint_manager_snapshot.json").read_text())
@@ -133,7 +121,7 @@ def resumed_run(ray_address, demo_root, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("interrupted")
     config = write_tiny_yaml(tmp / "tiny.yaml", demo_root, tmp, epochs=EPOCHS, workers=1)
     run_dir = tmp / "run"
-    proc = _raylung("train", str(config), "--output", str(run_dir), "--set", "wandb.mode=offline")
+    proc = start_raylung("train", str(config), "--output", str(run_dir), "--set", "wandb.mode=offline")
     deadline = time.monotonic() + 300
     while _reports(run_dir) < 1:
         assert proc.poll() is None, proc.stdout.read()
@@ -145,7 +133,7 @@ def resumed_run(ray_address, demo_root, tmp_path_factory) -> dict:
     before = {
         folder.name: _epochs(history_rows(next(folder.glob("*.wandb")))) for folder in _folders(run_dir)
     }
-    resumed = _raylung("train", "--output", str(run_dir), "--resume")
+    resumed = start_raylung("train", "--output", str(run_dir), "--resume")
     out, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out
     return {"dir": run_dir, "killed_at": killed_at, "before": before, "out": out}

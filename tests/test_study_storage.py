@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE, smoke_overrides
+from conftest import SMOKE, epochs_reported_per_trial, smoke_overrides, start_raylung
 
 from raylung.experiment import STUDY_FILE, Experiment
 
@@ -135,19 +135,6 @@ def test_a_restored_searcher_opens_its_own_copy_and_fails_trials_tune_never_reco
     ]
 
 
-def _epochs_per_trial(experiment: Path) -> dict[str, int]:
-    """Epochs each trial's Ray Train run has reported (its snapshot is rewritten per report)."""
-    import json
-
-    counts = {}
-    for snapshot in (experiment / "trials").glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            counts[snapshot.parent.name] = json.loads(snapshot.read_text())["current_report_index"]
-        except (json.JSONDecodeError, KeyError, OSError):
-            continue
-    return counts
-
-
 def _stored_study_states(experiment: Path, scratch: Path) -> list[str]:
     """The trial states of the study copy in storage (read from a copy, never in place)."""
     import optuna
@@ -181,14 +168,7 @@ def test_a_search_whose_driver_is_lost_continues_on_another_machine(ray_address,
     ):
         args += ["--set", item]
     env = dict(os.environ, HOME=str(tmp_path / "first-machine"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raylung", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env=env,
-    )
+    proc = start_raylung(*args, env=env)
     deadline = time.monotonic() + 400
     experiment = None
     while time.monotonic() < deadline:
@@ -196,7 +176,7 @@ def test_a_search_whose_driver_is_lost_continues_on_another_machine(ray_address,
         if found:
             experiment = found[0].parent
             # The first trial finished and the second is part-way through.
-            reports = _epochs_per_trial(experiment)
+            reports = epochs_reported_per_trial(experiment)
             if epochs in reports.values() and set(range(1, epochs)) & set(reports.values()):
                 # Read now: the cluster's workers outlive the driver by a moment and may finish
                 # the second trial's last epoch after the kill (its resume then restates it).
@@ -227,7 +207,7 @@ def test_a_search_whose_driver_is_lost_continues_on_another_machine(ray_address,
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     for trial, snapshot in finished.items():  # never trained again
         assert (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes() == snapshot
-    assert list(_epochs_per_trial(experiment).values()) == [epochs, epochs]
+    assert list(epochs_reported_per_trial(experiment).values()) == [epochs, epochs]
     assert sorted(_stored_study_states(experiment, tmp_path / "scratch")) == ["COMPLETE", "COMPLETE"]
     results = json.loads((experiment / "results.json").read_text())
     assert len(results) == 2

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import start_raylung
 from run_factory import tiny_config, write_tiny_yaml
 from wandb_records import history_rows, run_config
 
@@ -129,18 +130,6 @@ def test_ddp_validation_metrics_equal_single_worker(ray_address, demo_root, tmp_
         assert rank0[key] == pytest.approx(single[key], abs=1e-6), key
 
 
-def _raylung(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "raylung", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ),
-        start_new_session=True,
-        **kwargs,
-    )
-
-
 def _wait_for_reports(run_dir: Path, count: int, proc: subprocess.Popen, timeout_s: float = 240) -> None:
     snapshot = run_dir / "run" / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + timeout_s
@@ -166,7 +155,7 @@ def _train_worker_pids() -> list[int]:
 def test_killed_worker_is_replaced_and_run_finishes_from_checkpoint(ray_address, demo_root, tmp_path):
     config = write_tiny_yaml(tmp_path / "tiny.yaml", demo_root, tmp_path, epochs=6, workers=2)
     run_dir = tmp_path / "run"
-    proc = _raylung("train", str(config), "--output", str(run_dir))
+    proc = start_raylung("train", str(config), "--output", str(run_dir))
     _wait_for_reports(run_dir, 2, proc)
     pids = _train_worker_pids()
     assert len(pids) == 2
@@ -181,16 +170,16 @@ def test_killed_worker_is_replaced_and_run_finishes_from_checkpoint(ray_address,
 def test_interrupted_run_resumes_with_cli(ray_address, demo_root, tmp_path):
     config = write_tiny_yaml(tmp_path / "tiny.yaml", demo_root, tmp_path, epochs=5, workers=1)
     run_dir = tmp_path / "run"
-    proc = _raylung("train", str(config), "--output", str(run_dir))
+    proc = start_raylung("train", str(config), "--output", str(run_dir))
     _wait_for_reports(run_dir, 2, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver dies, as on a lost terminal
     proc.wait(timeout=60)
 
-    again = _raylung("train", str(config), "--output", str(run_dir))
+    again = start_raylung("train", str(config), "--output", str(run_dir))
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 2 and "--resume" in out  # never silently restarts a run
 
-    resumed = _raylung("train", "--output", str(run_dir), "--resume")
+    resumed = start_raylung("train", "--output", str(run_dir), "--resume")
     out, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out
     assert "resumed from checkpoint after epoch" in out

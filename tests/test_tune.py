@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE, smoke_overrides
+from conftest import SMOKE, epochs_reported_per_trial, smoke_overrides, start_raylung
 from wandb_records import history_rows, run_config
 
 from raylung.experiment import Experiment
@@ -192,17 +192,6 @@ def test_train_best_full_folds_validation_into_training(smoke):
     assert outcome.evaluation.split == "test"
 
 
-def _reports_per_trial(experiment: Path) -> dict[str, int]:
-    """Epochs each trial's Ray Train run has reported (its snapshot is rewritten per report)."""
-    counts = {}
-    for snapshot in (experiment / "trials").glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            counts[snapshot.parent.name] = json.loads(snapshot.read_text())["current_report_index"]
-        except (json.JSONDecodeError, KeyError, OSError):
-            continue
-    return counts
-
-
 def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, demo_root, tmp_path):
     storage = tmp_path / "exp"
     args = ["tune", str(SMOKE)]
@@ -215,13 +204,7 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
         "train.epochs=3",
     ):
         args += ["--set", item]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raylung", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_raylung(*args)
     deadline = time.monotonic() + 400
     experiment = None
     while time.monotonic() < deadline:
@@ -229,7 +212,7 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
         if found:
             experiment = found[0].parent
             # One trial finished (3 epochs) and the next one is part-way through.
-            reports = _reports_per_trial(experiment)
+            reports = epochs_reported_per_trial(experiment)
             if 3 in reports.values() and ({1, 2} & set(reports.values())):
                 break
         assert proc.poll() is None, proc.stdout.read()
@@ -238,7 +221,7 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
         raise AssertionError("the tune never got one trial done")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    reports = _reports_per_trial(experiment)
+    reports = epochs_reported_per_trial(experiment)
     finished = {
         trial: (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes()
         for trial, count in reports.items()
@@ -255,7 +238,7 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(ray_address, de
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     for trial, snapshot in finished.items():  # never trained again
         assert (experiment / "trials" / trial / "checkpoint_manager_snapshot.json").read_bytes() == snapshot
-    assert interrupted and all(_reports_per_trial(experiment)[t] == 3 for t in interrupted)
+    assert interrupted and all(epochs_reported_per_trial(experiment)[t] == 3 for t in interrupted)
     results = json.loads((experiment / "results.json").read_text())
     assert len(results) == 3
     for result in results:  # the interrupted trial's history too: every epoch exactly once
@@ -341,24 +324,18 @@ def test_a_trial_whose_worker_is_killed_errors_and_the_search_ends_on_one_line(
         "wandb.mode=disabled",
     ):
         args += ["--set", item]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raylung", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_raylung(*args)
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:  # the first trial has reported its first epoch
             experiment = next((p.parent for p in storage.glob("smoke-*/trials")), None)
-            if experiment and 1 in _reports_per_trial(experiment).values():
+            if experiment and 1 in epochs_reported_per_trial(experiment).values():
                 break
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
         else:
             raise AssertionError("the first trial never reported an epoch")
-        (killed,) = _reports_per_trial(experiment)
+        (killed,) = epochs_reported_per_trial(experiment)
         for pid in _train_worker_pids(ray_cluster):
             os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=500)

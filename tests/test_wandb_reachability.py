@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from conftest import start_raylung
 from fake_wandb_server import FakeWandbServer
 from run_factory import write_tiny_yaml
 from wandb_records import history_rows
@@ -120,17 +119,6 @@ def test_failing_calls_are_skipped_and_said_once(tmp_path, caplog):
     assert [row["loss"] for row in history_rows(run_file)] == [0.5]
 
 
-def _raylung(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "raylung", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-
-
 def _unreachable_env(url: str) -> dict[str, str]:
     """The test cluster's environment with a W&B key and server, and no WANDB_MODE."""
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
@@ -145,14 +133,16 @@ def test_train_with_unreachable_server_logs_offline(ray_address, demo_root, tmp_
     with FakeWandbServer("refuse") as server:
         env = _unreachable_env(server.url)
         started = time.monotonic()
-        online = _raylung("train", str(config), "--output", str(run_dir), "-s", "wandb.mode=online", env=env)
+        online = start_raylung(
+            "train", str(config), "--output", str(run_dir), "-s", "wandb.mode=online", env=env
+        )
         out, _ = online.communicate(timeout=120)
         assert online.returncode == 2, out
         (error,) = [line for line in out.splitlines() if line.startswith("error:")]
         assert "refused the connection" in error and "Traceback" not in out
         assert not run_dir.exists()
 
-        auto = _raylung("train", str(config), "--output", str(run_dir), "-s", "wandb.mode=auto", env=env)
+        auto = start_raylung("train", str(config), "--output", str(run_dir), "-s", "wandb.mode=auto", env=env)
         out, _ = auto.communicate(timeout=300)
     assert auto.returncode == 0, out
     folder = run_dir / "wandb" / "wandb"
