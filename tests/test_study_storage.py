@@ -135,6 +135,35 @@ def test_a_restored_searcher_opens_its_own_copy_and_fails_trials_tune_never_reco
     ]
 
 
+def test_a_trial_finished_after_tunes_last_record_is_not_told_to_optuna_again(remote, tmp_path):
+    """Tune saved its searcher while "a" ran; "a" then finished (the study saved it) and the
+    driver was lost. Restored, Tune runs "a" on: its results must not reach the finished Optuna
+    trial (``UpdateFinishedTrialError`` ended the resumed search), and Optuna keeps its value."""
+    from optuna.trial import TrialState
+
+    from raylung.config.loading import load_config
+    from raylung.tune.searcher import ResumableOptunaSearch
+
+    space = load_config(SMOKE).space
+    searcher = ResumableOptunaSearch(
+        space, sampler="tpe", experiment=remote, seed=0, n_startup_trials=2, metric="val_loss", mode="min"
+    )
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {"val_loss": 0.9, "training_iteration": 1})
+    state_file = tmp_path / "searcher-state.pkl"
+    searcher.save(state_file)  # Tune's record: "a" running
+    tuner_pkl = pickle.dumps(searcher)
+    searcher.on_trial_complete("a", {"val_loss": 0.5})  # the study's record: "a" COMPLETE
+
+    restored = pickle.loads(tuner_pkl)
+    restored.restore(str(state_file))
+    restored.on_trial_result("a", {"val_loss": 0.4, "training_iteration": 2})  # raised before
+    restored.on_trial_complete("a", {"val_loss": 0.4})
+    (trial,) = restored._ot_study.get_trials(deepcopy=False)
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.5
+    assert restored.suggest("b") is not None  # the search goes on
+
+
 def _stored_study_states(experiment: Path, scratch: Path) -> list[str]:
     """The trial states of the study copy in storage (read from a copy, never in place)."""
     import optuna

@@ -103,6 +103,7 @@ class ResumableOptunaSearch(OptunaSearch):
         with open(checkpoint_path, "rb") as stream:
             self.__setstate__(pickle.load(stream))
         failed = self._fail_unrecorded_trials()
+        told = self._close_trials_the_study_finished()
         done = len(self._ot_study.trials)
         seed = self._base_seed + done
         self._ot_study.sampler = make_sampler(
@@ -111,11 +112,36 @@ class ResumableOptunaSearch(OptunaSearch):
         self._experiment.save_study()
         log.info(
             "resumed the Optuna study with %d trials (%d started after Tune's last record, marked "
-            "failed); sampler reseeded with %d",
+            "failed; %d finished after it, not told again); sampler reseeded with %d",
             done,
             failed,
+            told,
             seed,
         )
+
+    def _close_trials_the_study_finished(self) -> int:
+        """Count as completed the trials Tune restores as running but the study holds as finished.
+
+        The study is saved when a trial finishes, Tune's searcher state only every few seconds: a
+        trial that finished (or that ASHA stopped) just before the driver was lost comes back as
+        running, and its next result would be told to an Optuna trial that is over
+        (``UpdateFinishedTrialError``, which ended the resumed search). Optuna keeps what it was
+        told first; Tune's further results of that trial are for Tune alone.
+        """
+        finished = {
+            trial._trial_id
+            for trial in self._ot_study.get_trials(deepcopy=False)
+            if trial.state.is_finished()
+        }
+        closed = [
+            tune_id
+            for tune_id, trial in self._ot_trials.items()
+            if tune_id not in self._completed_trials and _optuna_id(trial) in finished
+        ]
+        for tune_id in closed:
+            self._completed_trials.add(tune_id)
+            self._ot_trials[tune_id] = _optuna_id(self._ot_trials[tune_id])
+        return len(closed)
 
     def _fail_unrecorded_trials(self) -> int:
         """Mark FAIL the trials the study holds as RUNNING that Tune never recorded.
