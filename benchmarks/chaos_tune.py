@@ -74,11 +74,12 @@ class Settings:
     node_restart_s: float = 15.0
     study_copy_wait_s: float = 5.0
     extra_worker_kills: int = 3  # after the first, spread over the rest of the run
+    asha: bool = True  # off in QUICK: it could end 4 trials before the node kill and freeze hit a run
     timeout_s: float = 3600.0  # the whole run, every tune process together
 
 
 QUICK = Settings(
-    trials=4, epochs=3, max_steps_per_epoch=20, freeze_s=10.0, extra_worker_kills=0, timeout_s=900
+    trials=4, epochs=3, max_steps_per_epoch=20, freeze_s=10.0, extra_worker_kills=0, timeout_s=900, asha=False
 )
 
 
@@ -139,6 +140,7 @@ def overrides(settings: Settings, paths: Paths, data_root: Path) -> list[str]:
         f"search.num_samples={settings.trials}",
         f"search.max_concurrent_trials={settings.concurrency}",
         f"search.seed={settings.seed}",
+        f"search.asha.enabled={str(settings.asha).lower()}",
         "wandb.mode=offline",
     ]
 
@@ -337,7 +339,7 @@ def kill_driver_after_first_finished(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="4 trials x 3 epochs, 10 s freeze (the test's size)"
+        "--quick", action="store_true", help="4 trials x 3 epochs, no ASHA, 10 s freeze (the test's size)"
     )
     parser.add_argument("--baseline", action="store_true", help="the same search, same seed, without faults")
     parser.add_argument("--trials", type=int)

@@ -1,6 +1,6 @@
 """The chaos run (benchmarks/chaos_tune.py), CI-sized, and its checks against broken histories.
 
-The run: 4 trials x 3 epochs of search_spaces/smoke.yaml's tiny model on a dedicated
+The run: 4 trials x 3 epochs (ASHA off) of search_spaces/smoke.yaml's tiny model on a dedicated
 two-raylet cluster, with a Ray Train worker SIGKILLed, the worker node killed and replaced,
 the tune driver killed and resumed, and storage unwritable for 10 s; one test per check, so a
 failure names the check. Each check is first shown to fail on hand-built bad input, so none
