@@ -265,17 +265,12 @@ def _explain_failure(
 
 
 def last_checkpoint_epoch(location: RunLocation) -> int | None:
-    """The epoch of the run's latest checkpoint, from Ray Train's snapshot (None: no checkpoint)."""
-    import json
-
+    """The epoch of the run's latest checkpoint (None: no checkpoint, or unreadable)."""
     try:
-        filesystem, path = resolve_storage(location.path)
-        with filesystem.open_input_stream(join(path, SNAPSHOT_FILE)) as stream:
-            snapshot = json.loads(stream.read())
+        report = latest_report(location)
     except Exception:  # noqa: BLE001 - no snapshot yet, or unreadable: say nothing about epochs
         return None
-    latest = snapshot.get("latest_checkpoint_result") or {}
-    epoch = (latest.get("metrics") or {}).get("epoch")
+    epoch = (report or {}).get("epoch")
     return int(epoch) if epoch is not None else None
 
 
