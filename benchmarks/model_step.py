@@ -12,11 +12,14 @@ Before/after checks, each an extra row timed in the same rotation: ``--reference
 ResNet-ours(50) with raylung's eager-training kernels switched off (plain autograd, the same
 mathematics); ``--adam-reference`` adds every model with PyTorch's per-tensor Adam
 (``foreach=False``, the CPU default before raylung chose fused); ``--compile`` adds every model
-under ``torch.compile`` (its first, compiling step is reported apart, as ``compile s``).
+under ``torch.compile`` (its first, compiling step is reported apart, as ``compile s``);
+``--contiguous-reference`` adds every model with contiguous (NCHW) tensors, the CPU default
+before raylung chose channels_last there too.
 
     python benchmarks/model_step.py                      # channels_last, 5 repeats
     python benchmarks/model_step.py --no-channels-last --repeats 3 --models resnet50 resnet_ours50
     python benchmarks/model_step.py --models resnet50 resnet_ours50 --adam-reference
+    python benchmarks/model_step.py --models resnet50 resnet_ours50 --contiguous-reference
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ DEFAULT_MODELS = ("resnet_ours50", "resnet50", "resnet50c", "resnet50d", "resnex
 REFERENCE = "resnet_ours50 (plain autograd)"
 ADAM_REFERENCE = " (per-tensor Adam)"
 COMPILED = " (compiled)"
+CONTIGUOUS = " (contiguous)"
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,12 @@ class Entry:
     kernels: bool = True  # raylung's eager-training kernels
     adam_reference: bool = False  # PyTorch's per-tensor Adam instead of raylung's fused one
     compiled: bool = False
+    contiguous: bool = False  # NCHW tensors whatever --channels-last says
 
 
-def plan_entries(models: list[str], reference: bool, adam_reference: bool, compiled: bool) -> list[Entry]:
+def plan_entries(
+    models: list[str], reference: bool, adam_reference: bool, compiled: bool, contiguous: bool = False
+) -> list[Entry]:
     entries = [Entry(name, name) for name in models]
     if reference:
         entries.append(Entry(REFERENCE, "resnet_ours50", kernels=False))
@@ -65,6 +72,8 @@ def plan_entries(models: list[str], reference: bool, adam_reference: bool, compi
         entries += [Entry(name + ADAM_REFERENCE, name, adam_reference=True) for name in models]
     if compiled:
         entries += [Entry(name + COMPILED, name, compiled=True) for name in models]
+    if contiguous:
+        entries += [Entry(name + CONTIGUOUS, name, contiguous=True) for name in models]
     return entries
 
 
@@ -79,7 +88,7 @@ def make_step(
     loss_fn = nn.BCEWithLogitsLoss()
     images = torch.randn(batch_size, 3, height, width)
     labels = torch.randint(0, 2, (batch_size, 1)).float()
-    if channels_last:
+    if channels_last and not entry.contiguous:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     forward = torch.compile(model) if entry.compiled else model
@@ -111,13 +120,18 @@ def main(argv: list[str] | None = None) -> None:
         "--adam-reference", action="store_true", help="also time every model with PyTorch's per-tensor Adam"
     )
     parser.add_argument("--compile", action="store_true", help="also time every model under torch.compile")
+    parser.add_argument(
+        "--contiguous-reference", action="store_true", help="also time every model with NCHW tensors"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    entries = plan_entries(args.models, args.reference, args.adam_reference, args.compile)
+    entries = plan_entries(
+        args.models, args.reference, args.adam_reference, args.compile, args.contiguous_reference
+    )
 
     steps: dict[str, Callable[[], float]] = {}
     params: dict[str, int] = {}

@@ -560,17 +560,20 @@ def test_model_step_times_raylungs_adam_beside_pytorchs_per_tensor_adam(tmp_path
     out = tmp_path / "model_step.json"
     tiny = ["--batch-size", "2", "--height", "32", "--width", "32", "--repeats", "1", "--warmup", "0"]
     models = ["resnet50", "resnet_ours_tiny"]
-    model_step.main(["--models", *models, "--adam-reference", "--threads", "1", "--out", str(out), *tiny])
+    flags = ["--adam-reference", "--contiguous-reference", "--threads", "1", "--out", str(out)]
+    model_step.main(["--models", *models, *flags, *tiny])
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {*models, *(f"{name} (per-tensor Adam)" for name in models)}
+    variants = ("", " (per-tensor Adam)", " (contiguous)")
+    assert set(results) == {name + variant for name in models for variant in variants}
     assert all(0 < r["adam_median_s"] < r["median_s"] and r["compile_s"] is None for r in results.values())
     assert results["resnet50"]["ratio_to_resnet50"] == 1.0
-    labels = [e.label for e in model_step.plan_entries(["resnet50"], True, True, True)]
+    labels = [e.label for e in model_step.plan_entries(["resnet50"], True, True, True, True)]
     assert labels == [
         "resnet50",
         model_step.REFERENCE,
         "resnet50 (per-tensor Adam)",
         "resnet50 (compiled)",
+        "resnet50 (contiguous)",
     ]
 
 

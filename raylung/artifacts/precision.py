@@ -1,9 +1,11 @@
 """Numerics on a device, for training and inference alike: autocast dtype, loss scaling, memory format.
 
 On CUDA the defaults are bf16 autocast where the GPU supports it (Ampere and newer; no loss
-scaler needed), fp16 with a GradScaler otherwise, and channels_last tensors (faster
-convolutions on tensor cores). On CPU the defaults keep fp32 and contiguous tensors, so the
-same loop runs unchanged with ``use_gpu=False``.
+scaler needed), fp16 with a GradScaler otherwise. On the CPU they keep fp32. Both default to
+channels_last tensors: on CUDA for tensor-core convolutions, on the CPU because oneDNN runs the
+depthwise and 1x1 convolutions on NHWC without reordering each call. Measured on 2 cores, a
+training step took 0.68 to 0.87 times the CPU time of a contiguous one for every model tried
+(docs/performance.md, "Memory format on the CPU").
 """
 
 from __future__ import annotations
@@ -55,5 +57,8 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
             dtype = None
-    channels_last = cuda if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    if cfg.channels_last == "auto":
+        channels_last = device.type in ("cuda", "cpu")
+    else:
+        channels_last = bool(cfg.channels_last)
     return Precision(device=device, autocast_dtype=dtype, channels_last=channels_last)
