@@ -243,7 +243,7 @@ class TrainConfig(StrictModel):
     monitor: MetricName = "val_loss"
     seed: int = 0
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    # auto = channels_last on CUDA and the CPU (faster on both, docs/performance.md); other devices contiguous.
+    # auto = channels_last on CUDA and the CPU (faster on both: docs/performance.md), else contiguous.
     channels_last: bool | Literal["auto"] = "auto"
     # torch.compile the model: auto = where the measured speed-up repays the cold compile within
     # the planned steps (raylung.train.compile_plan; never on the CPU, long runs on CUDA).
