@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raylung.cluster import run_log
+from raylung.cluster import run_log, worker_setup
 from raylung.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -140,9 +140,10 @@ def connect(target: RayTarget = RayTarget(), log_file: Path | None = None) -> No
 
 
 def _runtime_env(env_vars: dict[str, str]) -> dict[str, Any]:
-    """The job's processes on every node: raylung's settings, and raylung's log records in a
-    form the driver tells from Ray's own lines (:func:`run_log.setup_worker_logging`)."""
-    return {"env_vars": env_vars, "worker_process_setup_hook": run_log.WORKER_SETUP_HOOK}
+    """The job's processes on every node: raylung's settings, raylung's log records in a form
+    the driver tells from Ray's own lines, and their own cluster's address
+    (:func:`worker_setup.setup_worker`)."""
+    return {"env_vars": env_vars, "worker_process_setup_hook": worker_setup.WORKER_SETUP_HOOK}
 
 
 def dashboard_url(context: Any) -> str | None:

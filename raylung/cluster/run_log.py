@@ -36,7 +36,6 @@ from typing import Any
 RUN_LOG_FILE = "raylung.log"
 # raylung's records, as the console shows them; in Ray's processes too (setup_worker_logging).
 CONSOLE_FORMAT = "%(levelname)s %(name)s: %(message)s"
-WORKER_SETUP_HOOK = f"{__name__}.setup_worker_logging"
 _RAYLUNG_LINE = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) (raylung(?:\.\w+)*): (.*)", re.DOTALL)
 
 log = logging.getLogger(__name__)
