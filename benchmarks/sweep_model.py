@@ -25,21 +25,35 @@ def images_seen(histories: Sequence[Sequence[dict[str, float]]]) -> tuple[int, i
 
 
 def fit_cost(
-    trials: Sequence[float], images: Sequence[float], wall: Sequence[float], intercept: bool = False
+    trials: Sequence[float],
+    images: Sequence[float],
+    wall: Sequence[float],
+    intercept: bool = False,
+    nonnegative: bool = False,
 ) -> dict[str, Any]:
     """Least squares wall = a x trials + b x images (+ c): coefficients, each run's prediction
     and the error. The rank says whether the points pin both coefficients down: with ASHA off
     every trial sees the same images, so trials and images are proportional unless ASHA (or
-    another epoch count) breaks the line."""
+    another epoch count) breaks the line. `nonnegative`: a coefficient the plain fit makes
+    negative (no physical meaning: a sweep's trials and images only add time) is fixed at 0
+    and the others are fitted again."""
     columns = [np.asarray(trials, float), np.asarray(images, float)]
     if intercept:
         columns.append(np.ones(len(trials)))
     design = np.column_stack(columns)
     measured = np.asarray(wall, float)
-    coef, _, rank, _ = np.linalg.lstsq(design, measured, rcond=None)
+    free = list(range(design.shape[1]))
+    while True:
+        coef = np.zeros(design.shape[1])
+        coef[free], _, rank, _ = np.linalg.lstsq(design[:, free], measured, rcond=None)
+        negative = [i for i in free if coef[i] < 0]
+        if not nonnegative or not negative:
+            break
+        free.remove(min(negative, key=lambda i: coef[i]))
     predicted = design @ coef
     fit = {
         "intercept": intercept,
+        "nonnegative": nonnegative,
         "per_trial_s": float(coef[0]),
         "per_image_s": float(coef[1]),
         "constant_s": float(coef[2]) if intercept else 0.0,
@@ -47,6 +61,11 @@ def fit_cost(
         "predicted_s": [float(p) for p in predicted],
     }
     return fit | fit_error(measured, predicted)
+
+
+def predict_cost(fit: dict[str, Any], trials: float, images: float) -> float:
+    """The fitted wall time of a sweep of `trials` trials that trained `images` images."""
+    return fit["per_trial_s"] * trials + fit["per_image_s"] * images + fit["constant_s"]
 
 
 def fit_error(measured: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
@@ -69,6 +88,7 @@ def asha_saving(runs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
                     "num_samples": n,
                     "wall_saving": 1 - on["wall_s"] / off["wall_s"],
                     "images_saving": 1 - on["images_seen"] / off["images_seen"],
+                    "with_errors": bool(on.get("errors") or off.get("errors")),
                 }
             )
     return savings

@@ -81,10 +81,11 @@ def ours_search() -> dict[str, Any]:
     }
 
 
-def predict_ours(per_trial_s: float, gpus: list[int]) -> dict[str, Any]:
-    """Wall hours and GPU-hours of ours.yaml for each GPU count and each GPU setting."""
+def predict_ours(per_trial_s: float, gpus: list[int], startup_s: float | None = None) -> dict[str, Any]:
+    """Wall hours and GPU-hours of ours.yaml for each GPU count and each GPU setting; a trial's
+    start-up is the fit's seconds per trial x CONCURRENCY unless `startup_s` is given."""
     search = ours_search()
-    startup_s = per_trial_s * CONCURRENCY
+    startup_s = per_trial_s * CONCURRENCY if startup_s is None else startup_s
     rows = []
     for label, (rate, compile_s) in gpu_rates().items():
         for n in gpus:

@@ -41,13 +41,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH_DIR))
 
 from harness import print_table, save_json  # noqa: E402
-from sweep_model import asha_saving, fit_cost, images_seen  # noqa: E402
+from sweep_model import asha_saving, fit_cost, images_seen, predict_cost  # noqa: E402
 from sweep_predict import CONCURRENCY, predict_ours, report_prediction  # noqa: E402
 from timeline import TIMELINE_ENV  # noqa: E402
 from tune_overhead import SMOKE, child_env, overrides, prepare_data, timed  # noqa: E402
 
 os.environ.setdefault("COLUMNS", "160")
 
+# (name, intercept, coefficients kept >= 0); the prediction uses PREDICTION_FIT.
+FITS = [("no_intercept", False, False), ("intercept", True, False), ("nonnegative", False, True)]
+PREDICTION_FIT = "nonnegative"
 SEED = 0  # smoke.yaml's search.seed, stated so a run is the same sweep every time
 
 
@@ -84,7 +87,13 @@ def child(args: argparse.Namespace) -> None:
         outcome = workflow.finish(prepared, grid)
     ray.shutdown()
     trials = [
-        {"trial_id": t.trial_id, "status": t.status, "epochs": len(t.history), "history": t.history}
+        {
+            "trial_id": t.trial_id,
+            "status": t.status,
+            "epochs": len(t.history),
+            "history": t.history,
+            "error": (t.error or "")[-2000:] or None,
+        }
         for t in outcome.trials
     ]
     Path(args.child).write_text(json.dumps({"phases_s": phases, "trials": trials}))
@@ -118,6 +127,7 @@ def run_arm(work: Path, trials: int, epochs: int, asha: bool, index: int) -> dic
         "phases_s": result["phases_s"],
         "statuses": [t["status"] for t in result["trials"]],
         "epochs_per_trial": [t["epochs"] for t in result["trials"]],
+        "errors": [t["error"] for t in result["trials"] if t["error"]],
     }
 
 
@@ -138,18 +148,24 @@ def commit() -> str:
 
 
 def fits(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    columns = ([r["trials"] for r in runs], [r["images_seen"] for r in runs], [r["wall_s"] for r in runs])
-    return {
-        "no_intercept": fit_cost(*columns, intercept=False),
-        "intercept": fit_cost(*columns, intercept=True),
-    }
+    """Both fits over the runs whose trials all ended normally: a trial that errored (a worker
+    group that timed out waiting for its CPU, say) measures the failure, not the model."""
+    used = [r for r in runs if not r["errors"]] or runs
+    columns = ([r["trials"] for r in used], [r["images_seen"] for r in used], [r["wall_s"] for r in used])
+    fitted = {}
+    for name, intercept, nonnegative in FITS:
+        fit = fit_cost(*columns, intercept=intercept, nonnegative=nonnegative)
+        fit["runs_used"] = [runs.index(r) for r in used]
+        fit["predicted_s"] = [predict_cost(fit, r["trials"], r["images_seen"]) for r in runs]
+        fitted[name] = fit
+    return fitted
 
 
 def report(runs: list[dict[str, Any]], fitted: dict[str, dict[str, Any]], savings: list[dict]) -> None:
-    plain, with_c = fitted["no_intercept"], fitted["intercept"]
+    plain = fitted["no_intercept"]
     print_table(
         f"Sweeps of smoke.yaml (concurrency {CONCURRENCY}: 2 trials at once on 2 cores)",
-        ["ASHA", "num_samples", "epochs", "images", "wall s", "fit s", "fit s (+c)", "statuses"],
+        ["ASHA", "num_samples", "epochs", "images", "wall s", *(f"fit s: {n}" for n in fitted), "statuses"],
         [
             [
                 "on" if r["asha"] else "off",
@@ -157,9 +173,9 @@ def report(runs: list[dict[str, Any]], fitted: dict[str, dict[str, Any]], saving
                 r["epochs_trained"],
                 r["images_seen"],
                 r["wall_s"],
-                plain["predicted_s"][i],
-                with_c["predicted_s"][i],
-                ", ".join(f"{s}:{r['statuses'].count(s)}" for s in sorted(set(r["statuses"]))),
+                *(f["predicted_s"][i] for f in fitted.values()),
+                ", ".join(f"{s}:{r['statuses'].count(s)}" for s in sorted(set(r["statuses"])))
+                + ("" if i in plain["runs_used"] else " (not fitted)"),
             ]
             for i, r in enumerate(runs)
         ],
@@ -185,8 +201,16 @@ def report(runs: list[dict[str, Any]], fitted: dict[str, dict[str, Any]], saving
     if savings:
         print_table(
             "ASHA's saving at equal num_samples (1 - on / off)",
-            ["num_samples", "wall saving %", "images saving %"],
-            [[s["num_samples"], s["wall_saving"] * 100, s["images_saving"] * 100] for s in savings],
+            ["num_samples", "wall saving %", "images saving %", "errored trials"],
+            [
+                [
+                    s["num_samples"],
+                    s["wall_saving"] * 100,
+                    s["images_saving"] * 100,
+                    "yes" if s["with_errors"] else "",
+                ]
+                for s in savings
+            ],
         )
 
 
@@ -209,6 +233,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an untimed 1-trial, 1-epoch tune first",
     )
     parser.add_argument("--predict-gpus", type=int, nargs="+", default=[1, 4, 8], help="GPUs to predict")
+    parser.add_argument(
+        "--startup-s",
+        type=float,
+        default=None,
+        help="a trial's start-up on a GPU node (default: from the fit)",
+    )
     parser.add_argument("--predict-only", action="store_true", help="predict from --fit, run nothing")
     parser.add_argument("--fit", type=Path, default=None, help="a saved sweep_scaling JSON (--predict-only)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
@@ -231,8 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         child(args)
         return {}
     if args.predict_only:
-        fitted = json.loads(args.fit.read_text())["fit"]["no_intercept"]
-        prediction = predict_ours(fitted["per_trial_s"], args.predict_gpus)
+        fitted = json.loads(args.fit.read_text())["fit"][PREDICTION_FIT]
+        prediction = predict_ours(fitted["per_trial_s"], args.predict_gpus, args.startup_s)
         report_prediction(prediction)
         return {"prediction": prediction}
     load_start = os.getloadavg()
@@ -249,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fitted = fits(runs)
     savings = asha_saving(runs)
     report(runs, fitted, savings)
-    prediction = predict_ours(fitted["no_intercept"]["per_trial_s"], args.predict_gpus)
+    prediction = predict_ours(fitted[PREDICTION_FIT]["per_trial_s"], args.predict_gpus, args.startup_s)
     report_prediction(prediction)
     payload = {
         "config": {

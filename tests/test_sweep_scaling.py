@@ -30,6 +30,16 @@ def test_fit_recovers_known_coefficients_exactly():
     assert coefficients == pytest.approx((15, 0.02, 7))
 
 
+def test_nonnegative_fit_drops_a_coefficient_the_plain_fit_makes_negative():
+    trials, images = [2, 2, 4, 4], [1000, 600, 2000, 1400]
+    wall = [0.02 * i - 1.0 * t for t, i in zip(trials, images, strict=True)]  # a < 0: no physical sense
+    assert sweep_model.fit_cost(trials, images, wall)["per_trial_s"] == pytest.approx(-1.0)
+    kept = sweep_model.fit_cost(trials, images, wall, nonnegative=True)
+    assert kept["per_trial_s"] == 0.0 and kept["per_image_s"] > 0
+    only_images = sweep_model.fit_cost(images, images, wall, nonnegative=True)  # same column twice
+    assert only_images["per_trial_s"] >= 0 and only_images["per_image_s"] >= 0
+
+
 def test_fit_says_when_trials_and_images_are_on_one_line():
     """ASHA off: images = trials x epochs x images per epoch, so one coefficient is unknown."""
     fit = sweep_model.fit_cost([2, 4, 8], [640, 1280, 2560], [40.0, 80.0, 160.0])
