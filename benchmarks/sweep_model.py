@@ -88,7 +88,7 @@ def asha_saving(runs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
                     "num_samples": n,
                     "wall_saving": 1 - on["wall_s"] / off["wall_s"],
                     "images_saving": 1 - on["images_seen"] / off["images_seen"],
-                    "with_errors": bool(on.get("errors") or off.get("errors")),
+                    "with_errors": "error" in on.get("statuses", []) + off.get("statuses", []),
                 }
             )
     return savings

@@ -20,7 +20,7 @@ GPU, from ResNet-ours(50)'s images/s measured on an H200 (``benchmarks/reference
 
     python benchmarks/sweep_scaling.py                       # 2, 4, 8 trials x ASHA on/off, 4 epochs
     python benchmarks/sweep_scaling.py --quick               # 1, 2 trials x 2 epochs
-    python benchmarks/sweep_scaling.py --predict-only --fit benchmarks/results/sweep_scaling.json
+    python benchmarks/sweep_scaling.py --from-json benchmarks/results/sweep_scaling.json  # refit, predict
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def commit() -> str:
 def fits(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Both fits over the runs whose trials all ended normally: a trial that errored (a worker
     group that timed out waiting for its CPU, say) measures the failure, not the model."""
-    used = [r for r in runs if not r["errors"]] or runs
+    used = [r for r in runs if "error" not in r["statuses"]] or runs
     columns = ([r["trials"] for r in used], [r["images_seen"] for r in used], [r["wall_s"] for r in used])
     fitted = {}
     for name, intercept, nonnegative in FITS:
@@ -239,8 +239,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="a trial's start-up on a GPU node (default: from the fit)",
     )
-    parser.add_argument("--predict-only", action="store_true", help="predict from --fit, run nothing")
-    parser.add_argument("--fit", type=Path, default=None, help="a saved sweep_scaling JSON (--predict-only)")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="refit and predict from a saved run's JSON; run nothing"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
@@ -255,16 +256,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.child:
-        child(args)
-        return {}
-    if args.predict_only:
-        fitted = json.loads(args.fit.read_text())["fit"][PREDICTION_FIT]
-        prediction = predict_ours(fitted["per_trial_s"], args.predict_gpus, args.startup_s)
-        report_prediction(prediction)
-        return {"prediction": prediction}
+def sweep(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """Every (num_samples, ASHA arm) tune, each in its own process and Ray: runs, split sizes."""
     load_start = os.getloadavg()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="raylung-sweep-scaling-") as tmp:
@@ -276,24 +269,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for i, n in enumerate(args.trials):
             for arm in args.arms if i % 2 == 0 else args.arms[::-1]:  # neither arm always goes first
                 runs.append(run_arm(work, n, args.epochs, arm == "on", len(runs)))
+    config = {
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "arms": args.arms,
+        "quick": args.quick,
+        "seed": SEED,
+        "space": str(SMOKE.relative_to(REPO)),
+        "early_stopping": "off (train.patience=null) in both arms",
+        "concurrency": CONCURRENCY,
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+    }
+    return runs, sizes, config
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.child:
+        child(args)
+        return {}
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        runs, sizes, config = saved["runs"], saved["split_sizes"], saved["config"]
+        config.update(refitted_from=str(args.from_json), run_commit=saved.get("commit"))
+    else:
+        runs, sizes, config = sweep(args)
     fitted = fits(runs)
     savings = asha_saving(runs)
     report(runs, fitted, savings)
     prediction = predict_ours(fitted[PREDICTION_FIT]["per_trial_s"], args.predict_gpus, args.startup_s)
     report_prediction(prediction)
     payload = {
-        "config": {
-            "trials": args.trials,
-            "epochs": args.epochs,
-            "arms": args.arms,
-            "quick": args.quick,
-            "seed": SEED,
-            "space": str(SMOKE.relative_to(REPO)),
-            "early_stopping": "off (train.patience=null) in both arms",
-            "concurrency": CONCURRENCY,
-            "load_average_start": load_start,
-            "load_average_end": os.getloadavg(),
-        },
+        "config": config,
         "commit": commit(),
         "split_sizes": sizes,
         "runs": runs,
