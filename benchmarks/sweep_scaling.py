@@ -9,17 +9,20 @@ stopping (``train.patience``) is off in both arms, so ASHA is the only thing tha
 trial early. Each run records the wall time of ``tuner.run``, its trials, and the images and
 epochs they trained (from each trial's history: images/s x seconds per epoch).
 
-A least-squares fit (``sweep_model.py``) of wall = a x trials + b x images seen, without and
-with an intercept, gives each run's prediction and the fit's error, and ASHA's saving at equal
-num_samples. Trials run two at a time on the 2 cores, so ``a`` and ``b`` are wall seconds per
-trial and per image *at concurrency 2*; a trial's own start-up in its slot is about 2a.
+The runs go in alternating arm order after one untimed warm-up tune (cold file caches). A
+least-squares fit (``sweep_model.py``) of wall = a x trials + b x images seen -- plain, with an
+intercept, and with a, b >= 0 (the one the prediction uses: a negative start-up means nothing)
+-- over the runs whose trials all ended normally gives each run's prediction and the fit's
+error, and ASHA's saving at equal num_samples. Trials run two at a time on the 2 cores, so
+``a`` and ``b`` are wall seconds per trial and per image *at concurrency 2*; a trial's own
+start-up in its slot is about 2a.
 
 ``--predict-gpus`` turns the fit into a prediction for ``search_spaces/ours.yaml`` on the
 paper's data (28,614 training and 3,577 validation images of 35,769) on N GPUs, one trial per
 GPU, from ResNet-ours(50)'s images/s measured on an H200 (``benchmarks/reference/gpu_h200.json``).
 
     python benchmarks/sweep_scaling.py                       # 2, 4, 8 trials x ASHA on/off, 4 epochs
-    python benchmarks/sweep_scaling.py --quick               # 1, 2 trials x 2 epochs
+    python benchmarks/sweep_scaling.py --quick               # 1, 2 trials x 2 epochs, no warm-up
     python benchmarks/sweep_scaling.py --from-json benchmarks/results/sweep_scaling.json  # refit, predict
 """
 
@@ -229,8 +232,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="an untimed 1-trial, 1-epoch tune first",
+        default=None,
+        help="an untimed 1-trial, 1-epoch tune first (default: on, off with --quick)",
     )
     parser.add_argument("--predict-gpus", type=int, nargs="+", default=[1, 4, 8], help="GPUs to predict")
     parser.add_argument(
@@ -253,6 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return args
     args.trials = args.trials or ([1, 2] if args.quick else [2, 4, 8])
     args.epochs = args.epochs or (2 if args.quick else 4)
+    args.warmup = not args.quick if args.warmup is None else args.warmup
     return args
 
 

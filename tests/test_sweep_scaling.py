@@ -118,6 +118,13 @@ def test_ours_prediction_reads_ours_yaml_and_the_h200_rates():
     assert batch8[0]["wall_h"] == pytest.approx(8 * batch8[1]["wall_h"])  # 48 trials pack 8 GPUs evenly
 
 
+def test_quick_flags_pick_the_small_sweep_without_a_warm_up():
+    quick = sweep_scaling.parse_args(["--quick"])
+    assert (quick.trials, quick.epochs, quick.warmup, quick.arms) == ([1, 2], 2, False, ["off", "on"])
+    full = sweep_scaling.parse_args(["--epochs", "3"])
+    assert (full.trials, full.epochs, full.warmup) == ([2, 4, 8], 3, True)
+
+
 def test_arm_overrides_switch_only_asha():
     from raylung.config.loading import load_config
 
