@@ -78,7 +78,9 @@ def fit_error(measured: Sequence[float], predicted: Sequence[float]) -> dict[str
 def asha_saving(runs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     """ASHA on against off at equal num_samples: the fraction of wall time and of images seen
     it saved (positive = ASHA cheaper), for each num_samples both arms ran."""
-    by_arm = {(r["asha"], r["num_samples"]): r for r in runs}
+    full = max(r.get("epochs", 0) for r in runs) if runs else 0
+    # Only runs at the sweep's full epochs pair up (the short runs that separate start-up are off only).
+    by_arm = {(r["asha"], r["num_samples"]): r for r in runs if r.get("epochs", full) == full}
     savings = []
     for n in sorted({r["num_samples"] for r in runs}):
         on, off = by_arm.get((True, n)), by_arm.get((False, n))

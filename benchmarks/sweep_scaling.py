@@ -122,6 +122,7 @@ def run_arm(work: Path, trials: int, epochs: int, asha: bool, index: int) -> dic
     return {
         "asha": asha,
         "num_samples": trials,
+        "epochs": epochs,
         "trials": len(result["trials"]),
         "epochs_trained": trained,
         "images_seen": images,
@@ -168,11 +169,21 @@ def report(runs: list[dict[str, Any]], fitted: dict[str, dict[str, Any]], saving
     plain = fitted["no_intercept"]
     print_table(
         f"Sweeps of smoke.yaml (concurrency {CONCURRENCY}: 2 trials at once on 2 cores)",
-        ["ASHA", "num_samples", "epochs", "images", "wall s", *(f"fit s: {n}" for n in fitted), "statuses"],
+        [
+            "ASHA",
+            "num_samples",
+            "epochs each",
+            "epochs",
+            "images",
+            "wall s",
+            *(f"fit s: {n}" for n in fitted),
+            "statuses",
+        ],
         [
             [
                 "on" if r["asha"] else "off",
                 r["num_samples"],
+                r.get("epochs", "-"),
                 r["epochs_trained"],
                 r["images_seen"],
                 r["wall_s"],
@@ -227,6 +238,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, nargs="+", default=None, help="num_samples (default 2 4 8)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default 4, smoke.yaml's)")
     parser.add_argument(
+        "--short-epochs",
+        type=int,
+        default=None,
+        help="also ASHA off at this many epochs per num_samples, so start-up and per-image cost "
+        "separate (default 1; 0 = none, the default with --quick)",
+    )
+    parser.add_argument(
         "--arms", choices=["on", "off"], nargs="+", default=["off", "on"], help="ASHA arms to run"
     )
     parser.add_argument(
@@ -257,6 +275,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.trials = args.trials or ([1, 2] if args.quick else [2, 4, 8])
     args.epochs = args.epochs or (2 if args.quick else 4)
     args.warmup = not args.quick if args.warmup is None else args.warmup
+    if args.short_epochs is None:
+        args.short_epochs = 0 if args.quick else 1
     return args
 
 
@@ -273,9 +293,12 @@ def sweep(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, int
         for i, n in enumerate(args.trials):
             for arm in args.arms if i % 2 == 0 else args.arms[::-1]:  # neither arm always goes first
                 runs.append(run_arm(work, n, args.epochs, arm == "on", len(runs)))
+            if 0 < args.short_epochs < args.epochs:  # images per trial differ from the full runs'
+                runs.append(run_arm(work, n, args.short_epochs, False, len(runs)))
     config = {
         "trials": args.trials,
         "epochs": args.epochs,
+        "short_epochs": args.short_epochs,
         "arms": args.arms,
         "quick": args.quick,
         "seed": SEED,

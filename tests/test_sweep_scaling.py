@@ -64,7 +64,11 @@ def test_asha_saving_pairs_the_arms_at_equal_num_samples():
         {"asha": False, "num_samples": 4, "wall_s": 100.0, "images_seen": 2560},
         {"asha": True, "num_samples": 4, "wall_s": 80.0, "images_seen": 1600},
         {"asha": True, "num_samples": 8, "wall_s": 150.0, "images_seen": 3000},  # no pair: left out
+        # a short run (it separates start-up from per-image cost) is no arm of the comparison
+        {"asha": False, "num_samples": 8, "epochs": 1, "wall_s": 40.0, "images_seen": 1280},
     ]
+    for run in runs[:3]:
+        run["epochs"] = 4
     (saving,) = sweep_model.asha_saving(runs)
     assert saving["num_samples"] == 4
     assert saving["wall_saving"] == pytest.approx(0.2) and saving["images_saving"] == pytest.approx(0.375)
@@ -121,8 +125,9 @@ def test_ours_prediction_reads_ours_yaml_and_the_h200_rates():
 def test_quick_flags_pick_the_small_sweep_without_a_warm_up():
     quick = sweep_scaling.parse_args(["--quick"])
     assert (quick.trials, quick.epochs, quick.warmup, quick.arms) == ([1, 2], 2, False, ["off", "on"])
+    assert quick.short_epochs == 0
     full = sweep_scaling.parse_args(["--epochs", "3"])
-    assert (full.trials, full.epochs, full.warmup) == ([2, 4, 8], 3, True)
+    assert (full.trials, full.epochs, full.warmup, full.short_epochs) == ([2, 4, 8], 3, True, 1)
 
 
 def test_arm_overrides_switch_only_asha():
