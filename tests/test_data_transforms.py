@@ -11,8 +11,8 @@ from data_factory import make_folder_tree
 
 from raylung.config import AugmentConfig, DataConfig
 from raylung.data import LungDataset, build_transform, discover, resolve_strengths, worker_init_fn
+from raylung.data.pipeline_plan import IMAGENET_MEAN, IMAGENET_STD
 from raylung.data.stain import HEDJitter, hed_to_rgb, rgb_to_hed
-from raylung.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = (32, 24)
 

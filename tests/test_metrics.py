@@ -98,3 +98,36 @@ def test_a_better_model_has_a_positive_paired_difference():
     better = np.where(labels == 1, np.maximum(probs, 0.8), np.minimum(probs, 0.2))
     delta, intervals = paired_difference_intervals(labels, better, probs, n_boot=200, groups=groups)
     assert delta["accuracy"] > 0 and intervals["accuracy"][0] > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_numpy_metrics_equal_scikit_learns(seed):
+    """raylung scores without scikit-learn (it stays out of the Train workers), to its values."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 400))
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    probs = np.round(rng.random(n), int(rng.integers(1, 4)))  # coarse rounding: many ties
+    threshold = float(rng.choice([0.3, 0.5, 0.9]))
+    predicted = (probs >= threshold).astype(int)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, predicted, labels=[1], average=None, zero_division=0
+    )
+    expected = {
+        "accuracy": skm.accuracy_score(labels, predicted),
+        "precision": precision[0],
+        "recall": recall[0],
+        "f1": f1[0],
+        "auroc": skm.roc_auc_score(labels, probs),
+    }
+    got = binary_metrics(labels, probs, threshold)
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    (tn, fp), (fn, tp) = skm.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
+    assert Confusion.from_predictions(labels, predicted) == Confusion(tp=tp, fp=fp, tn=tn, fn=fn)
+
+
+def test_non_finite_scores_are_an_error():
+    with pytest.raises(ValueError, match="NaN"):
+        binary_metrics(LABELS, np.array([0.9, np.nan, 0.4, 0.3, 0.7]))

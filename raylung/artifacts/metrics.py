@@ -1,9 +1,12 @@
 """Binary classification metrics with cancer as the positive class (the paper's eqs. 4-7).
 
-The metrics themselves are scikit-learn's (precision, recall and F1 with ``zero_division=0``,
-AUROC, the ROC curve); raylung adds what no library has: confidence intervals from a bootstrap
-that resamples whole groups (patients, slides, tiles), and paired differences between models
-scored on the same images.
+The metrics follow scikit-learn's definitions (precision, recall and F1 with
+``zero_division=0``, AUROC with tied scores counting half) and are computed with numpy: every
+epoch's validation in a Train worker scores with them, and importing scikit-learn there cost a
+second of CPU on each trial's start-up (``tests/test_metrics.py`` holds them to scikit-learn's
+values). The ROC curve, for reports only, is scikit-learn's. raylung adds what no library has:
+confidence intervals from a bootstrap that resamples whole groups (patients, slides, tiles),
+and paired differences between models scored on the same images.
 """
 
 from __future__ import annotations
@@ -13,9 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import sklearn
-from sklearn import metrics as skm
-from sklearn.exceptions import UndefinedMetricWarning
 
 METRIC_NAMES: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "auroc")
 
@@ -29,11 +29,13 @@ class Confusion:
 
     @classmethod
     def from_predictions(cls, labels: np.ndarray, predicted: np.ndarray) -> Confusion:
-        matrix = skm.confusion_matrix(
-            np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool), labels=[False, True]
+        truth, called = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)
+        return cls(
+            tp=int(np.count_nonzero(truth & called)),
+            fp=int(np.count_nonzero(~truth & called)),
+            tn=int(np.count_nonzero(~truth & ~called)),
+            fn=int(np.count_nonzero(truth & ~called)),
         )
-        (tn, fp), (fn, tp) = matrix.tolist()
-        return cls(tp=tp, fp=fp, tn=tn, fn=fn)
 
     def as_matrix(self) -> np.ndarray:
         """Rows = true (non-cancer, cancer), columns = predicted, like sklearn's layout."""
@@ -41,11 +43,26 @@ class Confusion:
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve; NaN when only one class is present (undefined there, not 0.5)."""
+    """Area under the ROC curve; NaN when only one class is present (undefined there, not 0.5).
+
+    The share of (cancer, non-cancer) pairs the scores rank right, a tie counting half (the
+    Mann-Whitney U over the two class sizes): the trapezoidal area under the ROC curve.
+    """
     labels = np.asarray(labels).astype(bool)
     if labels.all() or not labels.any():
         return float("nan")
-    return float(skm.roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
+    scores = np.asarray(scores, dtype=np.float64)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    midranks = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct score, ties averaged
+    positives = int(np.count_nonzero(labels))
+    negatives = labels.size - positives
+    ranked_right = midranks[inverse.reshape(labels.shape)[labels]].sum() - positives * (positives + 1) / 2.0
+    return float(ranked_right / (positives * negatives))
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    """numerator / denominator, 0 when undefined (scikit-learn's ``zero_division=0``)."""
+    return numerator / denominator if denominator else 0.0
 
 
 def binary_metrics(
@@ -60,15 +77,15 @@ def binary_metrics(
     probs = np.asarray(probs, dtype=np.float64)
     if labels.shape != probs.shape:
         raise ValueError(f"labels {labels.shape} and probs {probs.shape} differ in shape")
+    if not np.isfinite(probs).all():
+        raise ValueError("probs contain NaN or infinity")
     predicted = (probs >= threshold).astype(np.int64)
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        labels, predicted, labels=[1], average=None, zero_division=0
-    )
+    c = Confusion.from_predictions(labels == 1, predicted)
     return {
-        "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "precision": float(precision[0]),
-        "recall": float(recall[0]),
-        "f1": float(f1[0]),
+        "accuracy": float(np.mean(predicted == labels)) if labels.size else float("nan"),
+        "precision": _ratio(c.tp, c.tp + c.fp),
+        "recall": _ratio(c.tp, c.tp + c.fn),
+        "f1": _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn),
         "auroc": auroc(labels, probs),
     }
 
@@ -95,19 +112,12 @@ def bootstrap_intervals(
     members = _group_members(groups, labels.size)
     samples: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
     binary_metrics(labels, probs[0], threshold)  # validates the inputs once, loudly
-    with _resampling():
-        for _ in range(n_boot):
-            index = _resample(members, rng)
-            per_model = [binary_metrics(labels[index], row[index], threshold) for row in probs]
-            for name in METRIC_NAMES:
-                samples[name].append(float(np.mean([m[name] for m in per_model])))
+    for _ in range(n_boot):
+        index = _resample(members, rng)
+        per_model = [binary_metrics(labels[index], row[index], threshold) for row in probs]
+        for name in METRIC_NAMES:
+            samples[name].append(float(np.mean([m[name] for m in per_model])))
     return _percentile_intervals(samples, level)
-
-
-def _resampling():
-    """Inside a bootstrap: the inputs were validated once, so scikit-learn may skip its checks
-    on each resample (they cost more than the metrics themselves: 5x on 300 images)."""
-    return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
 
 
 def _group_members(groups: np.ndarray | None, n: int) -> list[np.ndarray]:
@@ -168,12 +178,11 @@ def paired_difference_intervals(
         return delta, {}
     members = _group_members(groups, labels.size)
     samples: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
-    with _resampling():
-        for _ in range(n_boot):
-            index = _resample(members, rng)
-            a, b = mean_metrics(probs, index), mean_metrics(reference, index)
-            for name in METRIC_NAMES:
-                samples[name].append(a[name] - b[name])
+    for _ in range(n_boot):
+        index = _resample(members, rng)
+        a, b = mean_metrics(probs, index), mean_metrics(reference, index)
+        for name in METRIC_NAMES:
+            samples[name].append(a[name] - b[name])
     return delta, _percentile_intervals(samples, level)
 
 
@@ -182,6 +191,9 @@ def roc_curve(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.nda
 
     With one class only, the missing rate is 0 throughout (scikit-learn would warn and return NaN).
     """
+    from sklearn import metrics as skm
+    from sklearn.exceptions import UndefinedMetricWarning
+
     labels = np.asarray(labels).astype(bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)

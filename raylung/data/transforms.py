@@ -28,7 +28,7 @@ spawned from one seed, and the Dataset reseeds per (seed, epoch, index).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import albumentations as A
@@ -39,17 +39,9 @@ from albumentations.core.transforms_interface import BasicTransform, ImageOnlyTr
 
 from raylung.config import DataConfig
 from raylung.data.images import resize_to
-from raylung.data.policies import resolve_strengths
+from raylung.data.pipeline_plan import normalisation, planned_augmentations
 from raylung.data.stain import HEDJitter, IntensityJitter
 from raylung.data.stain_normalize import is_stain_normalized, stain_normalizer
-from raylung.errors import DataError
-
-# ImageNet statistics: what the pretrained timm baselines expect; harmless when training from
-# scratch. `raylung data check` prints a dataset's own mean/std to use instead.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_MEAN = (0.449,)  # mean of the ImageNet channel statistics, for in_chans = 1
-GRAY_STD = (0.226,)
 
 
 class FitToSize(ImageOnlyTransform):
@@ -79,48 +71,32 @@ class QuarterTurn(ImageOnlyTransform):
         return np.ascontiguousarray(np.rot90(img, k))
 
 
-def normalisation(cfg: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) on the 0..1 scale: the config's, else ImageNet's (gray: their average)."""
-    mean = cfg.mean or (IMAGENET_MEAN if cfg.in_chans == 3 else GRAY_MEAN)
-    std = cfg.std or (IMAGENET_STD if cfg.in_chans == 3 else GRAY_STD)
-    if len(mean) != cfg.in_chans or len(std) != cfg.in_chans:
-        raise DataError(
-            f"data.mean and data.std need {cfg.in_chans} value(s) each (in_chans), got {mean}, {std}"
-        )
-    if min(std) <= 0:
-        raise DataError(f"data.std must be positive, got {std}")
-    return tuple(mean), tuple(std)
-
-
-# Transforms that can never change an image of `in_chans` channels: never built for it.
-_NO_EFFECT_ON: dict[int, frozenset[str]] = {1: frozenset({"hed_jitter"})}
-
-
 def named_augmentations(cfg: DataConfig) -> list[tuple[str, BasicTransform]]:
     """(strength field, transform) of every training transform that is built, in pipeline order.
 
-    A transform is built when its resolved probability is above zero and it can act on the
-    input (HED stain jitter needs 3 channels). This list is the pipeline's one source: the
-    training transform and the effective pipeline recorded for a run both read it.
+    Which transforms, in which order and with which probability is the plan's
+    (:func:`raylung.data.pipeline_plan.planned_augmentations`): the training transform and the
+    effective pipeline recorded for a run both follow it.
     """
-    p = resolve_strengths(cfg.augment)
-    skipped = _NO_EFFECT_ON.get(cfg.in_chans, frozenset())
-    candidates: list[tuple[str, Any]] = [
-        ("hflip", lambda q: A.HorizontalFlip(p=q)),
-        ("vflip", lambda q: A.VerticalFlip(p=q)),
-        ("rotate90", lambda q: QuarterTurn(p=q)),
-        ("affine", lambda q: A.Affine(
-            scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15), shear=(-5, 5),
-            border_mode=cv2.BORDER_REFLECT_101, p=q)),
-        ("hed_jitter", lambda q: HEDJitter(scale=0.2, shift=0.1, p=q)),
-        ("intensity_jitter", lambda q: IntensityJitter(gain=0.15, offset=0.03, p=q)),
-        ("brightness_contrast", lambda q: A.RandomBrightnessContrast(
-            brightness_limit=0.15, contrast_limit=0.15, p=q)),
-        ("gamma", lambda q: A.RandomGamma(gamma_limit=(80, 120), p=q)),
-        ("blur", lambda q: A.GaussianBlur(blur_limit=0, sigma_limit=(0.3, 1.5), p=q)),
-        ("noise", lambda q: A.GaussNoise(std_range=(0.01, 0.05), p=q)),
-    ]  # fmt: skip
-    return [(name, make(p[name])) for name, make in candidates if p[name] > 0 and name not in skipped]
+    return [(name, _MAKERS[name](q)) for name, q in planned_augmentations(cfg)]
+
+
+# Each training transform, built with probability q; the magnitudes are fixed here.
+_MAKERS: dict[str, Callable[[float], BasicTransform]] = {
+    "hflip": lambda q: A.HorizontalFlip(p=q),
+    "vflip": lambda q: A.VerticalFlip(p=q),
+    "rotate90": lambda q: QuarterTurn(p=q),
+    "affine": lambda q: A.Affine(
+        scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15), shear=(-5, 5),
+        border_mode=cv2.BORDER_REFLECT_101, p=q),
+    "hed_jitter": lambda q: HEDJitter(scale=0.2, shift=0.1, p=q),
+    "intensity_jitter": lambda q: IntensityJitter(gain=0.15, offset=0.03, p=q),
+    "brightness_contrast": lambda q: A.RandomBrightnessContrast(
+        brightness_limit=0.15, contrast_limit=0.15, p=q),
+    "gamma": lambda q: A.RandomGamma(gamma_limit=(80, 120), p=q),
+    "blur": lambda q: A.GaussianBlur(blur_limit=0, sigma_limit=(0.3, 1.5), p=q),
+    "noise": lambda q: A.GaussNoise(std_range=(0.01, 0.05), p=q),
+}  # fmt: skip
 
 
 def augmentations(cfg: DataConfig) -> list[BasicTransform]:

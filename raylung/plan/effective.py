@@ -78,7 +78,7 @@ def augment_text(augment: dict[str, float]) -> str:
 
 def effective_pipeline(cfg: RaylungConfig) -> EffectivePipeline:
     """Resolve `cfg` into what its run trains (no data read, no weights allocated)."""
-    from raylung.data.transforms import named_augmentations, normalisation
+    from raylung.data.pipeline_plan import normalisation, planned_augmentations
 
     data, train = cfg.data, cfg.train
     mean, std = normalisation(data)
@@ -93,7 +93,7 @@ def effective_pipeline(cfg: RaylungConfig) -> EffectivePipeline:
             # only when on, so pipelines recorded before stain normalisation keep their digest
             **_stain_input(data),
         },
-        augment={name: float(t.p) for name, t in named_augmentations(data)},
+        augment={name: float(q) for name, q in planned_augmentations(data)},
         model=model_identity(cfg.model.model_dump_json(), data.in_chans),
         optimization={
             "optimizer": train.optimizer,
