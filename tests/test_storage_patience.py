@@ -68,3 +68,25 @@ def test_a_write_refused_past_its_patience_raises_the_storage_error(locked_folde
         patiently(lambda: write_text(locked_folder / "pipeline.json", "{}"), "pipeline.json", patience_s=2)
     assert time.monotonic() - start < 30
     assert not (locked_folder / "pipeline.json").exists()
+
+
+@pytest.mark.slow
+def test_a_train_run_whose_controller_starts_in_an_outage_starts_again_and_trains(
+    ray_address, demo_root, locked_folder, tmp_path, caplog
+):
+    """Ray Train's controller writes a marker into the run's folder as it starts; the chaos run
+    saw a trial error when that write fell inside a storage outage. Here the run's folder is
+    unwritable when ``fit`` starts and is given back after 4 s: the run trains all the same."""
+    from run_factory import tiny_config
+
+    from raylung.train.launcher import STORAGE_PROBE_FILE, RunLocation, fit, prepare_splits
+
+    cfg = prepare_splits(tiny_config(demo_root, tmp_path / "work", epochs=1), str(tmp_path / "split"))
+    location = RunLocation(str(locked_folder.parent), locked_folder.name)
+    threading.Timer(4.0, _lock, (locked_folder, False)).start()
+    with caplog.at_level(logging.WARNING, logger="raylung.train.patience"):
+        result = fit(cfg, location)
+    assert result.error is None and result.metrics["epoch"] == 1
+    assert result.checkpoint is not None and result.checkpoint.path.startswith(str(locked_folder))
+    assert (locked_folder / STORAGE_PROBE_FILE).is_file()  # it waited for storage before starting again
+    assert any("as its Train run started" in r.getMessage() for r in caplog.records)

@@ -19,6 +19,7 @@ from raylung.config import RaylungConfig
 from raylung.data import SplitSet, ensure_demo_data, resolve_splits
 from raylung.errors import ClusterError, RaylungError
 from raylung.train.hooks import PhaseHooks
+from raylung.train.patience import start_patiently
 
 try:  # Ray Train V2 (the default since Ray 2.5x) raises this when a run fails for good
     from ray.train import TrainingFailedError
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.csv"
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+STORAGE_PROBE_FILE = ".raylung_storage_probe"  # written to see whether storage takes writes again
 
 
 @dataclass(frozen=True)
@@ -235,12 +237,19 @@ def fit(
     trainer = _trainer(cfg, location, loop_config, callbacks or [], resource_wait_s)
     try:
         with display:
-            return trainer.fit()
+            return start_patiently(trainer.fit, lambda: _probe_storage(location), location.name)
     except TrainingFailedError as exc:
         raise _explain_failure(exc, location, resume_hint, resource_wait_s) from exc
     finally:
         if progress:
             loop_config["progress"].shutdown()
+
+
+def _probe_storage(location: RunLocation) -> None:
+    """One small write to the run's folder: does storage take writes again?"""
+    from raylung.data.storage import write_text
+
+    write_text(join(location.path, STORAGE_PROBE_FILE), "")
 
 
 def _explain_failure(

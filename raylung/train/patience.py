@@ -58,3 +58,38 @@ def patient_checkpoint_upload(checkpoint, checkpoint_dir_name: str):
         lambda: storage.persist_current_checkpoint(checkpoint, checkpoint_dir_name),
         f"checkpoint {checkpoint_dir_name}",
     )
+
+
+# What a storage refusal looks like inside Ray's error text: Ray Train's controller writes a
+# marker into the run's folder as it starts, and a refusal there reaches the caller of
+# ``trainer.fit`` only as the text of an ``ActorDiedError`` (its creation task failed).
+_CONTROLLER_START = "TrainController.__init__"
+_REFUSALS = ("PermissionError", "Read-only file system", "Operation not permitted", "OSError")
+
+
+def refused_at_controller_start(exc: BaseException) -> bool:
+    """Did Ray Train's controller die as it started because storage refused its first write?"""
+    text = str(exc)
+    return _CONTROLLER_START in text and any(sign in text for sign in _REFUSALS)
+
+
+def start_patiently(start: Callable[[], T], probe: Callable[[], object], what: str) -> T:
+    """`start()` (a ``trainer.fit``), started again once storage takes writes, when Ray Train's
+    controller died on a refused write as it started.
+
+    Nothing has run at that point (no worker group, no epoch), so starting again loses nothing.
+    `probe` writes to the run's folder; it is retried like any write here. Other failures, and a
+    refusal that outlasts :data:`STORAGE_PATIENCE_S`, raise as they are.
+    """
+    deadline = time.monotonic() + STORAGE_PATIENCE_S
+    while True:
+        try:
+            return start()
+        except Exception as exc:
+            if not refused_at_controller_start(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning(
+                "storage refused %s as its Train run started: starting it again once storage takes writes",
+                what,
+            )
+            patiently(probe, f"{what} (storage probe)", max(deadline - time.monotonic(), 0.0))
