@@ -145,19 +145,32 @@ def test_arm_overrides_switch_only_asha():
 
 @pytest.mark.slow
 def test_sweep_scaling_runs_a_tune_end_to_end_and_counts_its_images(tmp_path):
-    """One 2-trial, 2-epoch sweep (ASHA off, no warm-up: the smallest setting), its own Ray."""
+    """A 2-trial sweep at 2 epochs and at 1 (ASHA off, no warm-up: the smallest setting that
+    separates start-up from per-image cost), each with its own Ray."""
     out = tmp_path / "sweep.json"
     command = [sys.executable, str(BENCH_DIR / "sweep_scaling.py"), "--trials", "2", "--epochs", "2"]
-    command += ["--arms", "off", "--no-warmup", "--predict-gpus", "1", "--out", str(out)]
+    command += [
+        "--short-epochs",
+        "1",
+        "--arms",
+        "off",
+        "--no-warmup",
+        "--predict-gpus",
+        "1",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and out.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     saved = json.loads(out.read_text())
     train_images = saved["split_sizes"]["train"]
-    (run,) = saved["runs"]
-    assert train_images > 0 and run["asha"] is False and run["trials"] == 2 and run["wall_s"] > 0
-    # Every trial trains every epoch on every training image: 2 trials x 2 epochs x the split.
-    assert run["epochs_per_trial"] == [2, 2] and run["epochs_trained"] == 4
-    assert run["images_seen"] == 2 * 2 * train_images
+    full, short = saved["runs"]
+    for run, epochs in ((full, 2), (short, 1)):
+        assert train_images > 0 and run["asha"] is False and run["trials"] == 2 and run["wall_s"] > 0
+        # Every trial trains every epoch on every training image: 2 trials x epochs x the split.
+        assert run["epochs"] == epochs and run["epochs_per_trial"] == [epochs, epochs]
+        assert run["epochs_trained"] == 2 * epochs and run["images_seen"] == 2 * epochs * train_images
     fit = saved["fit"]["no_intercept"]
-    assert len(fit["predicted_s"]) == 1 and fit["rank"] == 1
+    assert len(fit["predicted_s"]) == 2 and fit["rank"] == 2  # trials and images no longer on one line
+    # Only full-length runs pair up for ASHA's saving, and there is no ASHA arm here.
     assert saved["asha_saving"] == [] and [r["gpus"] for r in saved["prediction"]["rows"]][:1] == [1]
