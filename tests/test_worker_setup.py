@@ -62,3 +62,16 @@ def test_a_local_ray_beside_another_cluster_finds_its_own_live_actors(ray_cluste
     # The same question without the pin: what Ray Train's cleaner got before, with two Ray
     # instances on the machine (an error, or "not alive" read from the other cluster).
     assert unpinned["alive"] is not True
+
+
+def test_a_job_attached_to_a_cluster_pins_that_clusters_address_in_its_workers(ray_cluster):
+    """This session is attached with ``connect(RayTarget(address=...))``: a task of its job
+    sees the cluster it runs on as ``RAY_ADDRESS``, set by raylung's setup hook."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def seen() -> tuple[str | None, str]:
+        return os.environ.get("RAY_ADDRESS"), ray.get_runtime_context().gcs_address
+
+    pinned, own = ray.get(seen.remote())
+    assert pinned == own and own.rsplit(":", 1)[1] == ray_cluster.address.rsplit(":", 1)[1]

@@ -102,11 +102,8 @@ def connect(target: RayTarget = RayTarget(), log_file: Path | None = None) -> No
     address = target.address or os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
-        if address != "auto":
-            # Ray Train's placement-group cleaner looks its cluster up with "auto", which fails
-            # when several Ray clusters run on one machine; then a stopped trial's resources are
-            # never released. Telling every process of the job its cluster's address avoids it.
-            env_vars["RAY_ADDRESS"] = address
+        # Every process of the job learns its cluster's address from the setup hook
+        # (worker_setup.pin_cluster_address), whether attached here or started locally below.
         try:
             context = ray.init(address=address, runtime_env=_runtime_env(env_vars), log_to_driver=True)
         except (ConnectionError, RuntimeError) as exc:
