@@ -4,7 +4,7 @@ On CUDA the defaults are bf16 autocast where the GPU supports it (Ampere and new
 scaler needed), fp16 with a GradScaler otherwise. On the CPU they keep fp32. Both default to
 channels_last tensors: on CUDA for tensor-core convolutions, on the CPU because oneDNN runs the
 depthwise and 1x1 convolutions on NHWC without reordering each call. Measured on 2 cores, a
-training step took 0.68 to 0.87 times the CPU time of a contiguous one for every model tried
+training step took 0.67 to 0.82 times the CPU time of a contiguous one for every model tried
 (docs/performance.md, "Memory format on the CPU").
 """
 
