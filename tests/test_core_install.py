@@ -5,13 +5,17 @@ stop with one line naming the install, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, ray_env
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.install]
 
@@ -27,29 +31,74 @@ def _ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout
 
 
+def _installed_closure(name: str) -> list[metadata.Distribution]:
+    """`name` and every distribution it needs on this platform (extras followed), as installed
+    beside this test."""
+    found: dict[str, metadata.Distribution] = {}
+    seen: set[tuple[str, str]] = set()
+    todo = [(name, "")]
+    while todo:
+        key, extra = todo.pop()
+        key = canonicalize_name(key)
+        if (key, extra) in seen:
+            continue
+        seen.add((key, extra))
+        try:
+            dist = found.get(key) or metadata.distribution(key)
+        except metadata.PackageNotFoundError:
+            continue  # an optional need this platform's markers leave out
+        found[key] = dist
+        for line in dist.requires or []:
+            need = Requirement(line)
+            if need.marker is None or need.marker.evaluate({"extra": extra}):
+                todo += [(need.name, "")] + [(need.name, wanted) for wanted in need.extras]
+    return list(found.values())
+
+
+def _link_in(dists: list[metadata.Distribution], site_packages: Path) -> None:
+    """Puts installed distributions into another venv's site-packages, file by file as their RECORD
+    lists them: hard links where the disk allows (the CUDA build of torch is 5 GB), else copies.
+    pip sees them exactly as if it had installed them there; removing one unlinks only its copy.
+    A distribution the new venv already has (its own setuptools) keeps the venv's version."""
+    present = {canonicalize_name(info.name.split("-")[0]) for info in site_packages.glob("*.dist-info")}
+    for dist in dists:
+        if canonicalize_name(dist.metadata["Name"]) in present:
+            continue
+        for entry in dist.files or []:
+            if entry.parts[0] == "..":
+                continue  # console scripts: they name the other venv's interpreter
+            source, target = Path(dist.locate_file(entry)), site_packages / entry
+            if not source.is_file() or target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+
+
 @pytest.fixture(scope="module")
 def core_venv(tmp_path_factory):
-    """A fresh venv: the user's torch first, then raylung's core install, at the tested versions."""
+    """A fresh venv that already holds the user's torch (the tested one), then raylung's core
+    install into it at the tested versions."""
     root = tmp_path_factory.mktemp("core-install")
     venv = root / "venv"
     env = ray_env()
     env.pop("RAY_ADDRESS", None)
-    _ok(_run(["python3", "-m", "venv", str(venv)], root, env))
-    pip = [
-        str(venv / "bin" / "python"),
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "-c",
-        str(REPO_ROOT / "constraints.txt"),
-    ]
-    _ok(_run([*pip, "torch"], root, env))
-    torch_record = next((venv / "lib").glob("python3*/site-packages/torch-*.dist-info/RECORD"))
-    before = torch_record.stat().st_mtime_ns
-    _ok(_run([*pip, str(REPO_ROOT)], root, env))
-    yield venv, root, env, torch_record, before
-    shutil.rmtree(venv, ignore_errors=True)  # several GB
+    try:
+        _ok(_run(["python3", "-m", "venv", str(venv)], root, env))
+        site_packages = next((venv / "lib").glob("python3*/site-packages"))
+        _link_in(_installed_closure("torch"), site_packages)
+        torch_record = next(site_packages.glob("torch-*.dist-info/RECORD"))
+        before = torch_record.stat().st_mtime_ns
+        python = str(venv / "bin" / "python")
+        probe = "import torch, importlib.metadata as m; print(m.version('torch'))"
+        assert _ok(_run([python, "-c", probe], root, env)).strip() == metadata.version("torch")
+        pip = [python, "-m", "pip", "install", "--quiet", "-c", str(REPO_ROOT / "constraints.txt")]
+        _ok(_run([*pip, str(REPO_ROOT)], root, env))
+        yield venv, root, env, torch_record, before
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # a GB of raylung's own dependencies
 
 
 def test_core_install_keeps_torch_and_leaves_extras_out(core_venv):
