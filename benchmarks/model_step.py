@@ -5,8 +5,12 @@ One step is forward + backward + ``Adam.step`` on a batch of random images at th
 interleaved within each repeat (the machine is shared and noisy) and the order rotates between
 repeats. The table gives the median and fastest step, the median's ratio to resnet50, images
 per second, and the median CPU time of the process per step (all threads; steadier than wall
-time when other processes share the cores) with its ratio, and the median seconds of the
-``Adam.step`` alone. Adam is raylung's (``raylung.train.parts.build_optimizer``: fused kernels).
+time when other processes share the cores) with its ratio, the median seconds of the
+``Adam.step`` alone, and the median minor page faults per step (the process's, all threads).
+The process keeps freed memory as raylung's training workers do (:mod:`raylung.train.host_memory`;
+``RAYLUNG_KEEP_FREED_MEMORY=0`` measures without; ``benchmarks/host_memory.py`` compares both, a
+fresh process each, since warm-up in one process hides what a fresh one pays).
+Adam is raylung's (``raylung.train.parts.build_optimizer``: fused kernels).
 
 Before/after checks, each an extra row timed in the same rotation: ``--reference`` adds
 ResNet-ours(50) with raylung's eager-training kernels switched off (plain autograd, the same
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -41,6 +46,7 @@ from harness import median_seconds, print_table, save_json  # noqa: E402
 
 from raylung.models import count_parameters, create_model  # noqa: E402
 from raylung.models.kernels import eager_kernels  # noqa: E402
+from raylung.train.host_memory import keep_freed_memory  # noqa: E402
 from raylung.train.parts import build_optimizer  # noqa: E402
 
 DEFAULT_MODELS = ("resnet_ours50", "resnet50", "resnet50c", "resnet50d", "resnext50_32x4d")
@@ -127,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
 
+    kept = keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     entries = plan_entries(
@@ -149,14 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     times: dict[str, list[float]] = {label: [] for label in steps}
     cpu_times: dict[str, list[float]] = {label: [] for label in steps}
     adam_times: dict[str, list[float]] = {label: [] for label in steps}
+    faults: dict[str, list[int]] = {label: [] for label in steps}
     labels = list(steps)
     for repeat in range(args.repeats):
         shift = repeat % len(labels)
         for label in labels[shift:] + labels[:shift]:  # rotate the order: no fixed neighbour
+            faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             cpu_start, start = time.process_time(), time.perf_counter()
             adam_times[label].append(steps[label]())
             times[label].append(time.perf_counter() - start)
             cpu_times[label].append(time.process_time() - cpu_start)
+            faults[label].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start)
 
     base = statistics.median(times["resnet50"]) if "resnet50" in times else None
     cpu_base = statistics.median(cpu_times["resnet50"]) if "resnet50" in cpu_times else None
@@ -179,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                 cpu_ratio,
                 statistics.median(adam_times[label]),
                 compile_s.get(label, float("nan")),
+                int(statistics.median(faults[label])),
             ]
         )
         results[label] = {
@@ -192,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             "adam_median_s": statistics.median(adam_times[label]),
             "adam_times_s": adam_times[label],
             "compile_s": compile_s.get(label),
+            "minor_faults_median": statistics.median(faults[label]),
         }
     layout = "channels_last" if args.channels_last else "NCHW"
     title = (
@@ -209,9 +221,12 @@ def main(argv: list[str] | None = None) -> None:
         "CPU x resnet50",
         "Adam s",
         "compile s",
+        "page faults",
     ]
     print_table(title, columns, rows)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["keep_freed_memory"] = kept
+    config["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # all entries
     save_json("model_step", {"config": config, "results": results}, args.out)
 
 

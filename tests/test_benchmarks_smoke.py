@@ -19,12 +19,14 @@ from types import SimpleNamespace
 import pytest
 
 from raylung.train.hooks import PHASES
+from raylung.train.host_memory import KEEP_FREED_MEMORY_ENV
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import gpu  # noqa: E402
 import gpu_cases  # noqa: E402
+import host_memory  # noqa: E402
 import model_step  # noqa: E402
 import run_all  # noqa: E402
 import step_split  # noqa: E402
@@ -555,14 +557,20 @@ def test_gpu_plan_puts_eager_bf16_channels_last_first_and_compile_last_within_bu
     assert gpu_cases.mfu(1000.0, 30.0, 100.0) == pytest.approx(0.3) and gpu_cases.mfu(1.0, 1.0, None) is None
 
 
-def test_model_step_times_raylungs_adam_beside_pytorchs_per_tensor_adam(tmp_path, one_torch_thread):
+def test_model_step_times_raylungs_adam_beside_pytorchs_per_tensor_adam(
+    tmp_path, one_torch_thread, monkeypatch
+):
     """``--compile`` is only planned here: one tiny ResNet-ours compile costs minutes on this CPU."""
+    monkeypatch.setenv(KEEP_FREED_MEMORY_ENV, "0")  # leave the test process's malloc as it is
     out = tmp_path / "model_step.json"
     tiny = ["--batch-size", "2", "--height", "32", "--width", "32", "--repeats", "1", "--warmup", "0"]
     models = ["resnet50", "resnet_ours_tiny"]
     flags = ["--adam-reference", "--contiguous-reference", "--threads", "1", "--out", str(out)]
     model_step.main(["--models", *models, *flags, *tiny])
-    results = json.loads(out.read_text())["results"]
+    saved = json.loads(out.read_text())
+    results = saved["results"]
+    assert saved["config"]["keep_freed_memory"] is False
+    assert all(r["minor_faults_median"] >= 0 for r in results.values())
     variants = ("", " (per-tensor Adam)", " (contiguous)")
     assert set(results) == {name + variant for name in models for variant in variants}
     assert all(0 < r["adam_median_s"] < r["median_s"] and r["compile_s"] is None for r in results.values())
@@ -691,3 +699,19 @@ def test_startup_breakdown_follows_each_process_of_a_trial():
     assert phases["data and model set-up in the worker"] == 1.0
     assert list(tune_summary.startup_cpu(events, "a").values()) == [2.5, 3.0, 6.0]
     assert tune_summary.startup_breakdown(events[2:], "a", 0.0, 13.0) is None  # no trial actor mark
+
+
+def test_host_memory_runs_each_setting_in_a_fresh_process_and_records_it(tmp_path):
+    out = tmp_path / "host_memory.json"
+    tiny = ["--batch-size", "2", "--height", "32", "--width", "32", "--repeats", "1", "--warmup", "0"]
+    payload = host_memory.main(
+        ["--models", "resnet_ours_tiny", "--rounds", "1", "--threads", "1", *tiny, "--out", str(out)]
+    )
+    assert json.loads(out.read_text())["results"] == json.loads(json.dumps(payload["results"]))
+    kept, default = (
+        payload["results"]["resnet_ours_tiny, kept"],
+        payload["results"]["resnet_ours_tiny, glibc default"],
+    )
+    assert len(kept["runs"]) == len(default["runs"]) == 1
+    assert kept["median_s"] > 0 and default["speedup_over_glibc_default"] == 1.0
+    assert payload["ratios"] == {}  # resnet50 not measured

@@ -70,6 +70,9 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> None:
+    from raylung.train.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # the commands' own inference (predict, evaluate, explain, slides)
     try:
         app()
     except RaylungError as exc:

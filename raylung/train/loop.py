@@ -23,6 +23,7 @@ from raylung.config import RaylungConfig
 from raylung.data import LungDataset
 from raylung.train.epochs import run_epochs, train_step
 from raylung.train.hooks import NO_HOOKS, SETUP, PhaseHooks
+from raylung.train.host_memory import keep_freed_memory
 from raylung.train.parts import RunParts, build_loader, build_run
 from raylung.train.patience import patient_checkpoint_upload
 from raylung.train.progress import StepReporter
@@ -82,6 +83,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg: RaylungConfig = loop_config["config"]
     hooks: PhaseHooks = loop_config.get("hooks") or NO_HOOKS
     with hooks.span(SETUP):
+        kept = keep_freed_memory()  # before the first activations: no page faults every step
         quiet_ray_train_reports()
         ctx = ray.train.get_context()
         rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -97,12 +99,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         nodes = count_nodes()
     if rank == 0:
         log.info(
-            "training on %d worker(s) on %d node(s), %s, %d train / %d validation images",
+            "training on %d worker(s) on %d node(s), %s, %d train / %d validation images%s",
             world,
             nodes,
             parts.precision.describe(),
             len(parts.train_set),
             len(parts.val_set),
+            ", freed memory kept in the process" if kept else "",
         )
     progress = StepReporter(loop_config.get("progress") if rank == 0 else None)
     run_epochs(parts, state, report_to_ray, hooks=hooks, progress=progress, nodes=nodes)
