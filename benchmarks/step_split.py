@@ -55,8 +55,10 @@ def _split_worker(rank: int, world: int, cfg_json: str, steps: int, warmup: int,
     import torch.distributed as dist
 
     from raylung.config import RaylungConfig
+    from raylung.train.host_memory import keep_freed_memory
     from raylung.train.parts import build_loader, build_run
 
+    keep_freed_memory()  # as every Ray Train worker does (raylung.train.loop)
     cfg = RaylungConfig.model_validate_json(cfg_json)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     cpu = torch.device("cpu")

@@ -65,10 +65,12 @@ def plain_run(cfg, timeline: Path) -> list[dict[str, float]]:
     from raylung.artifacts.checkpoint import TrainState
     from raylung.train.epochs import run_epochs
     from raylung.train.hooks import SETUP
+    from raylung.train.host_memory import keep_freed_memory
     from raylung.train.parts import build_run
 
     hooks = TimelineHooks(timeline, run="plain", rank=0)
     with hooks.span(SETUP):
+        keep_freed_memory()  # as every Ray Train worker does (raylung.train.loop)
         parts = build_run(cfg, torch.device("cpu"))
     state = run_epochs(parts, TrainState(), lambda metrics, checkpoint: None, hooks=hooks)
     return state.history

@@ -95,7 +95,8 @@ def tiny_run(demo_root, tmp_path_factory, one_torch_thread):
     return prepare_splits(tiny_config(demo_root, work, epochs=2), str(work / "split"))
 
 
-def test_plain_run_records_every_phase_of_raylungs_loop(tiny_run, tmp_path):
+def test_plain_run_records_every_phase_of_raylungs_loop(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEEP_FREED_MEMORY_ENV, "0")  # leave the test process's malloc as it is
     path = tmp_path / "timeline.jsonl"
     history = train_overhead.plain_run(tiny_run, path)
     events = timeline.read_events(path)
