@@ -83,7 +83,7 @@ def test_a_training_step_reuses_freed_memory_instead_of_faulting_it_in_again():
         assert default["faults_per_step"] > 10 * kept["faults_per_step"], default
 
 
-def test_the_setting_can_be_turned_off_and_blocks_of_a_gib_still_go_back(monkeypatch):
+def test_the_setting_can_be_turned_off_and_its_threshold_fits_mallopts_int(monkeypatch):
     monkeypatch.setenv(KEEP_FREED_MEMORY_ENV, "0")
     assert keep_freed_memory() is False
     assert THRESHOLD_BYTES == 1 << 30 and THRESHOLD_BYTES < 2**31  # mallopt's value is a C int
