@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["PAPER_INPUT_SHAPE", "count_parameters", "gflops"]
 
@@ -31,6 +30,10 @@ def gflops(model: nn.Module, input_shape: Sequence[int] = PAPER_INPUT_SHAPE) -> 
     """
     param = next(model.parameters())
     x = torch.zeros(tuple(input_shape), device=param.device, dtype=param.dtype)
+    # Imported here: it brings Triton's runtime (0.25 CPU-s), which every process that only
+    # builds a model (a Tune trial, a Train worker) would pay at start-up.
+    from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
     try:

@@ -190,9 +190,14 @@ def _trainer(
     from ray.train import CheckpointConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
+    from raylung.train.process_group import ProcessGroupConfig
+
     return TorchTrainer(
         run_worker,
         train_loop_config=loop_config,
+        # The same process group as Ray's TorchConfig, whose module would import torch in the
+        # run's controller, a process that never computes (raylung.train.process_group).
+        torch_config=ProcessGroupConfig(),
         scaling_config=scaling_config(cfg),
         run_config=RunConfig(
             name=location.name,

@@ -6,11 +6,12 @@ returns right after the last report, the function's own thread puts its "finishe
 that queue first, and the main thread blocks forever on its second put: the only consumer is
 the thread that is stuck. On a busy machine that race hangs trials at their last epoch.
 
-Here the Train run fits in a helper thread, its reports travel through a Ray queue, and the
-trial's thread (the one Tune expects reports from) calls ``tune.report`` for each: one producer,
-so nothing can overtake the last report. The metrics carry ``checkpoint_path`` as
+Here the Train run fits in a helper thread, its reports travel through a one-slot channel to
+the trial (:mod:`raylung.tune.report_channel`: a loopback socket, not an actor), and the trial's
+thread (the one Tune expects reports from) calls ``tune.report`` for each: one producer, so
+nothing can overtake the last report. The metrics carry ``checkpoint_path`` as
 ``TuneReportCallback``'s do; the checkpoint itself is already in storage and is not re-uploaded.
-When Tune stops a trial (ASHA) its queue goes with it, and the Train run's last reports, made
+When Tune stops a trial (ASHA) its channel goes with it, and the Train run's last reports, made
 before the trial's actor takes the run down, are dropped quietly.
 
 A trial can also have nothing left to train: it finished just before the driver died, after
@@ -28,29 +29,29 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray import tune
-from ray.exceptions import RayActorError
 from ray.train.v2.api.callback import UserCallback
-from ray.util.queue import Queue
+
+from raylung.tune.report_channel import ReportChannel, send_report
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"
 RESTATED = "restated"  # 1 on a report that repeats the last kept epoch (see above)
 _FINISHED = None  # reports are dicts: None marks the end of the run
 
 
-class QueueReportCallback(UserCallback):
-    """Put rank 0's metrics of each ``ray.train.report`` (and its checkpoint path) on `queue`."""
+class ChannelReportCallback(UserCallback):
+    """Send rank 0's metrics of each ``ray.train.report`` (and its checkpoint path) to the trial."""
 
-    def __init__(self, queue: Queue) -> None:
-        self._queue = queue
+    def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
+        self._address = address
+        self._authkey = authkey
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         item = dict(metrics[0])
         if checkpoint is not None:
             item[CHECKPOINT_PATH_KEY] = checkpoint.path
-        try:
-            self._queue.put(item)  # one slot: the controller waits until the trial takes it
-        except RayActorError:  # Tune stopped the trial (ASHA): its queue went with it
-            pass
+        # One slot: the controller waits until the trial takes it. Refused: Tune stopped the
+        # trial (ASHA) and its channel went with it; the report is dropped.
+        send_report(self._address, self._authkey, item)
 
 
 def fit_reporting_to_tune(
@@ -64,27 +65,27 @@ def fit_reporting_to_tune(
     (``launcher.latest_report``), reported again, marked :data:`RESTATED`, if the fit succeeds
     without reporting anything.
     """
-    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    channel = ReportChannel()
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            outcome["value"] = fit([QueueReportCallback(queue)])
+            outcome["value"] = fit([ChannelReportCallback(channel.address, channel.authkey)])
         except BaseException as exc:  # handed to the trial's thread below
             outcome["error"] = exc
         finally:
-            try:
-                queue.put(_FINISHED)
-            except RayActorError:  # Tune already stopped the trial: no one waits for the end
-                pass
+            channel.put(_FINISHED)  # behind every report the run made: they were taken first
 
     thread = threading.Thread(target=run, name="raylung-train-fit", daemon=True)
     thread.start()
     reported = False
-    while (item := queue.get()) is not _FINISHED:
-        tune.report(item)
-        reported = True
-    thread.join()
+    try:
+        while (item := channel.get()) is not _FINISHED:
+            tune.report(item)
+            reported = True
+        thread.join()
+    finally:
+        channel.close()
     if "error" in outcome:
         raise outcome["error"]
     if not reported and kept is not None:
