@@ -69,3 +69,23 @@ def test_reports_to_a_closed_channel_are_refused_at_once():
     start = time.monotonic()
     assert send_report(channel.address, channel.authkey, {"epoch": 1}) is False
     assert time.monotonic() - start < 5
+
+
+def test_a_controller_that_never_reached_its_trial_fails_loudly_but_a_stopped_trial_is_quiet():
+    """Reports lost before any got through mean a broken channel, not an ASHA stop."""
+    import pytest
+
+    from raylung.errors import RaylungError
+    from raylung.tune.reports import ChannelReportCallback
+
+    never = ReportChannel()
+    never.close()
+    with pytest.raises(RaylungError, match="cannot reach the trial's report channel"):
+        ChannelReportCallback(never.address, never.authkey).after_report(None, [{"epoch": 1}], None)
+
+    channel = ReportChannel()
+    callback = ChannelReportCallback(channel.address, channel.authkey)
+    callback.after_report(None, [{"epoch": 1}], None)
+    assert channel.get() == {"epoch": 1}
+    channel.close()  # Tune stopped the trial after its first report
+    callback.after_report(None, [{"epoch": 2}], None)  # dropped, no error

@@ -31,6 +31,7 @@ from typing import Any
 from ray import tune
 from ray.train.v2.api.callback import UserCallback
 
+from raylung.errors import RaylungError
 from raylung.tune.report_channel import ReportChannel, send_report
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"
@@ -44,14 +45,24 @@ class ChannelReportCallback(UserCallback):
     def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
         self._address = address
         self._authkey = authkey
+        self._delivered = False
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         item = dict(metrics[0])
         if checkpoint is not None:
             item[CHECKPOINT_PATH_KEY] = checkpoint.path
-        # One slot: the controller waits until the trial takes it. Refused: Tune stopped the
-        # trial (ASHA) and its channel went with it; the report is dropped.
-        send_report(self._address, self._authkey, item)
+        # One slot: the controller waits until the trial takes it. Refused after an earlier
+        # report got through: Tune stopped the trial (ASHA, which decides on reports) and its
+        # channel went with it; the report is dropped. Refused before any got through: the
+        # channel was never reachable from here, and every report would be lost in silence.
+        if send_report(self._address, self._authkey, item):
+            self._delivered = True
+        elif not self._delivered:
+            raise RaylungError(
+                f"this trial's Train controller cannot reach the trial's report channel at "
+                f"{self._address[0]}:{self._address[1]}: raylung expects Ray Train to run a run's "
+                "controller on the node of the process that fits it, as Ray 2.60 does"
+            )
 
 
 def fit_reporting_to_tune(
