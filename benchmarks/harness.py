@@ -10,12 +10,14 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def describe_machine() -> dict[str, Any]:
@@ -59,10 +61,26 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     Console().print(table)
 
 
+def git_commit() -> str:
+    """The checkout's commit, ``+dirty`` when tracked files differ from it ("unknown" outside
+    git): a result names the code that made it."""
+    git = ["git", "-C", str(REPO)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        changes = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+    except OSError:  # no git on this machine
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
+
+
 def save_json(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
     path = out or RESULTS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "machine": describe_machine(), **payload}
+    payload = {"benchmark": name, "machine": describe_machine(), "commit": git_commit(), **payload}
     path.write_text(json.dumps(payload, indent=2, default=str))
     print(f"saved {path}")
     return path

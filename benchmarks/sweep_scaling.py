@@ -43,7 +43,7 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH_DIR))
 
-from harness import print_table, save_json  # noqa: E402
+from harness import git_commit, print_table, save_json  # noqa: E402
 from sweep_model import asha_saving, fit_cost, images_seen, predict_cost  # noqa: E402
 from sweep_predict import CONCURRENCY, predict_ours, report_prediction  # noqa: E402
 from timeline import TIMELINE_ENV  # noqa: E402
@@ -142,13 +142,6 @@ def split_sizes(work: Path) -> dict[str, int]:
 
     cfg = load_config(SMOKE, overrides(work, "sizes", 1, 1)).config
     return {name: len(samples) for name, samples in resolve_splits(cfg.data).items()}
-
-
-def commit() -> str:
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return done.stdout.strip() or "unknown"
 
 
 def fits(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -329,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report_prediction(prediction)
     payload = {
         "config": config,
-        "commit": commit(),
+        "commit": git_commit(),
         "split_sizes": sizes,
         "runs": runs,
         "fit": fitted,

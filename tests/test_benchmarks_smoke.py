@@ -571,6 +571,7 @@ def test_model_step_times_raylungs_adam_beside_pytorchs_per_tensor_adam(
     saved = json.loads(out.read_text())
     results = saved["results"]
     assert saved["config"]["keep_freed_memory"] is False
+    assert saved["commit"] == _checkout_commit()  # a result names the code that made it
     assert all(r["minor_faults_median"] >= 0 for r in results.values())
     variants = ("", " (per-tensor Adam)", " (contiguous)")
     assert set(results) == {name + variant for name in models for variant in variants}
@@ -584,6 +585,21 @@ def test_model_step_times_raylungs_adam_beside_pytorchs_per_tensor_adam(
         "resnet50 (compiled)",
         "resnet50 (contiguous)",
     ]
+
+
+def _checkout_commit() -> str:
+    import subprocess
+
+    repo = BENCH_DIR.parent
+    if not (repo / ".git").exists():
+        return "unknown"
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--"], capture_output=True
+    ).returncode
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def test_gpu_without_cuda_exits_with_a_clear_message():
