@@ -77,7 +77,6 @@ def test_ray_lines_go_to_the_run_log_and_the_console_keeps_raylungs(ray_address,
     text = log_file.read_text()
     assert "INFO ray._private.worker: Connected to Ray cluster." in text
     assert re.search(r"STDERR \(TrainController pid=\d+\): Started training worker group", text)
-    assert re.search(r"STDERR \(RayTrainWorker pid=\d+\): Setting up process group", text)
     assert re.search(r"INFO raylung.train.loop: training on 1 worker\(s\).*\(RayTrainWorker pid=\d+\)", text)
 
 
