@@ -74,13 +74,15 @@ def test_a_training_step_reuses_freed_memory_instead_of_faulting_it_in_again():
     print(
         f"page faults per step: kept {kept['faults_per_step']:.0f}, default {default['faults_per_step']:.0f}"
     )
-    # Kept: the step's activations come back from the heap already mapped (about 1,000 stray
-    # pages here, against about 30,000 with glibc's default, which hands blocks back to the
-    # kernel and faults them in again, 4 KB at a time, every step). With THP "always" the
-    # kernel maps 2 MB at a time, so the default arm faults less there.
+    # Kept: the step's activations come back from the heap already mapped (0-2,500 stray
+    # pages measured, against 16,000-36,000 with glibc's default, which hands blocks back to
+    # the kernel and faults them in again, 4 KB at a time, every step; the lowest ratio seen
+    # was 6.6x). The setting doing nothing fails the first line; the second checks that the
+    # default arm shows what the setting prevents. With THP "always" the kernel maps 2 MB at
+    # a time, so the default arm faults less there.
     assert kept["faults_per_step"] < 5_000, kept
     if _thp_mode() != "always":
-        assert default["faults_per_step"] > 10 * kept["faults_per_step"], default
+        assert default["faults_per_step"] > max(10_000, 3 * kept["faults_per_step"]), (default, kept)
 
 
 def test_the_setting_can_be_turned_off_and_its_threshold_fits_mallopts_int(monkeypatch):
