@@ -3,24 +3,25 @@ never imports torch.
 
 Every Ray Train run has a controller process that only coordinates: it places the workers,
 watches them and collects their reports. With Ray's ``TorchConfig`` that process unpickles the
-config from ``ray.train.torch.config``, which imports torch and ``torch.distributed``: about 2
+config from ``ray.train.torch.config``, which imports torch and ``torch.distributed``: 1.3-1.5
 CPU-seconds in every trial of a tune, in a process that never computes. This backend does the
 same job (gloo on CPUs, NCCL on GPUs, one rank per worker, ``env://`` rendezvous at rank 0's
 address) with the controller side in plain Ray calls and the torch side in functions that run
 inside the workers, which import torch anyway. Nothing in this module imports torch at import
-time; keep it so (``tests/test_process_group.py`` checks it in a fresh process).
+time; keep it so (``tests/test_process_group.py`` checks, from inside a real run's controller,
+that it never imported torch).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 
 import ray
+from ray.train._internal.utils import get_address_and_port  # Ray's own helper; torch-free
 from ray.train.backend import Backend, BackendConfig
 
 __all__ = ["ProcessGroupConfig", "torch_backend_name"]
@@ -77,7 +78,8 @@ class ProcessGroupBackend(Backend):
         backend = backend_config.backend or torch_backend_name(
             worker_group.get_resources_per_worker().get("GPU", 0)
         )
-        address, port = worker_group.execute_single(0, _rendezvous_address)
+        # Rank 0's node address and a free port there, for the ``env://`` rendezvous.
+        address, port = worker_group.execute_single(0, get_address_and_port)
         size = len(worker_group)
         ray.get(
             [
@@ -122,15 +124,6 @@ class WorkerDevice:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> bool:
         return False
-
-
-def _rendezvous_address() -> tuple[str, int]:
-    """Runs on rank 0: its node's address and a free port for the ``env://`` rendezvous."""
-    address = ray.util.get_node_ip_address()
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind(("", 0))
-        return address, int(probe.getsockname()[1])
 
 
 def _join_process_group(
