@@ -7,59 +7,59 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from raylung.tune.report_channel import ReportChannel, send_report
 
 
-def test_reports_arrive_in_order_with_their_values():
-    channel = ReportChannel()
-    try:
-        sent = [{"epoch": epoch, "val_loss": 1.0 / epoch, "nan": float("nan")} for epoch in (1, 2, 3)]
-        for item in sent:
-            done = threading.Thread(target=send_report, args=(channel.address, channel.authkey, item))
-            done.start()
-            received = channel.get()
-            done.join(timeout=10)
-            assert received["epoch"] == item["epoch"] and received["val_loss"] == item["val_loss"]
-            assert np.isnan(received["nan"])
-        # numpy scalars (a metric computed with numpy) arrive as plain numbers
-        threading.Thread(
-            target=send_report, args=(channel.address, channel.authkey, {"auroc": np.float32(0.5)})
-        ).start()
-        assert channel.get() == {"auroc": 0.5}
-    finally:
-        channel.close()
+@pytest.fixture
+def channel():
+    opened = ReportChannel()
+    yield opened
+    opened.close()
 
 
-def test_a_sender_waits_while_the_trial_still_holds_the_previous_report():
-    """One slot, as a full Queue(maxsize=1): the controller cannot run ahead of the trial."""
-    channel = ReportChannel()
-    try:
-        assert send_report(channel.address, channel.authkey, {"epoch": 1}) is True  # into the slot
-        second: dict[str, bool] = {}
-        sender = threading.Thread(
-            target=lambda: second.update(ok=send_report(channel.address, channel.authkey, {"epoch": 2}))
-        )
-        sender.start()
-        time.sleep(1.0)
-        assert sender.is_alive() and not second  # still waiting: the slot is full
-        assert channel.get() == {"epoch": 1}
+def _send_in_background(channel: ReportChannel, item: dict) -> tuple[threading.Thread, dict[str, bool]]:
+    """The controller's side, in a thread (it waits until the trial takes the report)."""
+    result: dict[str, bool] = {}
+    sender = threading.Thread(
+        target=lambda: result.update(ok=send_report(channel.address, channel.authkey, item))
+    )
+    sender.start()
+    return sender, result
+
+
+def test_reports_arrive_in_order_with_their_values(channel):
+    sent = [{"epoch": epoch, "val_loss": 1.0 / epoch, "nan": float("nan")} for epoch in (1, 2, 3)]
+    for item in sent:
+        sender, result = _send_in_background(channel, item)
+        received = channel.get()
         sender.join(timeout=10)
-        assert second == {"ok": True}
-        assert channel.get() == {"epoch": 2}
-    finally:
-        channel.close()
+        assert received["epoch"] == item["epoch"] and received["val_loss"] == item["val_loss"]
+        assert np.isnan(received["nan"])
+        assert result == {"ok": True}
+    # numpy scalars (a metric computed with numpy) arrive as plain numbers
+    _send_in_background(channel, {"auroc": np.float32(0.5)})
+    assert channel.get() == {"auroc": 0.5}
 
 
-def test_a_wrong_key_is_refused_and_puts_nothing_in_the_slot():
-    channel = ReportChannel()
-    try:
-        other_key = secrets.token_bytes(len(channel.authkey))  # another trial's, say
-        assert send_report(channel.address, other_key, {"epoch": 99}) is False
-        assert send_report(channel.address, channel.authkey, {"epoch": 1}) is True
-        assert channel.get() == {"epoch": 1}
-    finally:
-        channel.close()
+def test_a_sender_waits_while_the_trial_still_holds_the_previous_report(channel):
+    """One slot, as a full Queue(maxsize=1): the controller cannot run ahead of the trial."""
+    assert send_report(channel.address, channel.authkey, {"epoch": 1}) is True  # into the slot
+    sender, second = _send_in_background(channel, {"epoch": 2})
+    time.sleep(1.0)
+    assert sender.is_alive() and not second  # still waiting: the slot is full
+    assert channel.get() == {"epoch": 1}
+    sender.join(timeout=10)
+    assert second == {"ok": True}
+    assert channel.get() == {"epoch": 2}
+
+
+def test_a_wrong_key_is_refused_and_puts_nothing_in_the_slot(channel):
+    other_key = secrets.token_bytes(len(channel.authkey))  # another trial's, say
+    assert send_report(channel.address, other_key, {"epoch": 99}) is False
+    assert send_report(channel.address, channel.authkey, {"epoch": 1}) is True
+    assert channel.get() == {"epoch": 1}
 
 
 def test_reports_to_a_closed_channel_are_refused_at_once():
@@ -73,8 +73,6 @@ def test_reports_to_a_closed_channel_are_refused_at_once():
 
 def test_a_controller_that_never_reached_its_trial_fails_loudly_but_a_stopped_trial_is_quiet():
     """Reports lost before any got through mean a broken channel, not an ASHA stop."""
-    import pytest
-
     from raylung.errors import RaylungError
     from raylung.tune.reports import ChannelReportCallback
 
