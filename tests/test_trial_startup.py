@@ -25,7 +25,8 @@ def _loaded_after(code: str) -> dict[str, bool]:
     """Which heavy libraries a fresh interpreter has imported after running `code`."""
     probe = (
         f"import json, sys\n{code}\n"
-        "print(json.dumps({m: m in sys.modules for m in ('sklearn', 'albumentations', 'torch')}))"
+        "print(json.dumps({m: m in sys.modules for m in "
+        "('sklearn', 'albumentations', 'torch', 'torch.utils.flop_counter')}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
@@ -43,6 +44,7 @@ def test_a_train_worker_scores_an_epoch_without_scikit_learn():
     )
     assert loaded["torch"]  # the probe did import the loop
     assert not loaded["sklearn"]
+    assert not loaded["torch.utils.flop_counter"]  # Triton's runtime comes with it: 0.25 CPU-s
 
 
 def test_a_trial_actor_records_its_pipeline_without_albumentations():
@@ -54,6 +56,7 @@ def test_a_trial_actor_records_its_pipeline_without_albumentations():
         "assert effective_pipeline(RaylungConfig()).augment"
     )
     assert not loaded["albumentations"]
+    assert loaded["torch"] and not loaded["torch.utils.flop_counter"]  # built the model, counted nothing
 
 
 @pytest.mark.parametrize("in_chans", [1, 3])
