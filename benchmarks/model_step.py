@@ -84,11 +84,19 @@ def plan_entries(
 
 
 def make_step(
-    entry: Entry, batch_size: int, height: int, width: int, channels_last: bool
+    entry: Entry,
+    batch_size: int,
+    height: int,
+    width: int,
+    channels_last: bool,
+    model_hook: Callable[[nn.Module], object] | None = None,
 ) -> tuple[Callable[[], float], int]:
     """A closure running one training step of `entry` and returning the seconds its
-    ``optimizer.step`` took, and the model's parameter count."""
+    ``optimizer.step`` took, and the model's parameter count. `model_hook` may change the
+    model in place before the optimizer takes its parameters (an experiment's modules)."""
     model = create_model(entry.name).train()
+    if model_hook is not None:
+        model_hook(model)
     # The paper's optimizer (Table 2), as training builds it.
     optimizer = build_optimizer(model, lr=1e-4, reference=entry.adam_reference)
     loss_fn = nn.BCEWithLogitsLoss()
