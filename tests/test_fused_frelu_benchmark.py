@@ -34,9 +34,18 @@ def kernel(tmp_path_factory):
     return fused_frelu.build_kernel(tmp_path_factory.mktemp("kernel"))
 
 
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("shape", [(16, 5, 7), (48, 1, 9), (32, 6, 2)], ids=str)
-def test_fused_frelu_matches_the_module_in_float64(kernel, one_torch_thread, shape):
-    """Odd sizes, one-pixel rows and columns: every border of the 3x3 window."""
+def test_fused_frelu_matches_the_module_in_float64(kernel, threads, shape):
+    """Odd sizes, one-pixel rows and columns: every border of the 3x3 window; with two threads,
+    each thread's partial sums count."""
     errors = fused_frelu.agreement(kernel, shape, batch=3)
     assert set(errors) >= {"output", "grad x", "grad conv weight", "grad bn weight", "running var"}
     assert max(errors.values()) < TOLERANCE, errors
