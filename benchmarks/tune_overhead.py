@@ -92,11 +92,19 @@ def prepare_data(work: Path, trials: int, epochs: int) -> None:
 
 
 def trial_clock(clocks: dict[str, dict[str, float]]):
-    """A Tune callback (driver side) noting when Tune starts each trial, gets its first result
-    and completes it, into `clocks`."""
+    """A Tune callback (driver side) noting when Tune's loop first holds each trial (created,
+    before its actor is built), starts it (``on_trial_start``: the actor is up), gets its first
+    result and completes it, into `clocks`."""
     from ray.tune import Callback
 
     class TrialClock(Callback):
+        def on_step_begin(self, iteration, trials, **info):
+            now = time.time()
+            for trial in trials:
+                clocks.setdefault(trial.trial_id, {}).setdefault("created", now)
+
+        on_step_end = on_step_begin
+
         def on_trial_start(self, iteration, trials, trial, **info):
             clocks.setdefault(trial.trial_id, {})["start"] = time.time()
 

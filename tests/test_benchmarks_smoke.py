@@ -370,7 +370,7 @@ def test_tune_child_env_names_a_ray_train_callback_ray_can_build(tmp_path, monke
 
 def test_summarize_tune_counts_overhead_start_up_and_concurrency():
     clocks = {
-        "a": {"start": 0.0, "first_result": 12.0, "complete": 20.0},
+        "a": {"created": -1.5, "start": 0.0, "first_result": 12.0, "complete": 20.0},
         "b": {"start": 1.0, "first_result": 13.0, "complete": 22.0},
         "c": {"start": 20.0, "first_result": 30.0, "complete": 36.0},
     }
@@ -396,10 +396,12 @@ def test_summarize_tune_counts_overhead_start_up_and_concurrency():
     a = next(t for t in result["trials"] if t["trial_id"] == "a")
     assert a["overhead_s"] == pytest.approx(20.0 - 4.0 - 1.0) and a["startup_s"] == pytest.approx(10.0)
     assert a["startup_raw_s"] == pytest.approx(10.0) and a["teardown_s"] == pytest.approx(1.5)
+    assert a["startup_from_created_s"] == pytest.approx(11.5)  # the actor's creation counts too
     assert a["startup_phases_s"]["data and model set-up in the worker"] == pytest.approx(2.0)
     assert sum(a["startup_phases_s"].values()) == pytest.approx(a["startup_s"])
     b = next(t for t in result["trials"] if t["trial_id"] == "b")
     assert b["validate_s"] is None and b["report_s"] is None  # no loop phases: n/a, not 0
+    assert b["startup_from_created_s"] is None and result["mean"]["startup_from_created_s"] == 11.5
     assert result["experiment_overhead_per_trial_s"] == pytest.approx((2 * 40.0 - 12.0 - 1.0) / 3)
     ours = {**result, "tune_wall_s": 40.0}
     slower = {**result, "tune_wall_s": 50.0, "phases_s": {"run": 47.5}}
