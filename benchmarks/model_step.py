@@ -90,10 +90,13 @@ def make_step(
     width: int,
     channels_last: bool,
     model_hook: Callable[[nn.Module], object] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> tuple[Callable[[], float], int]:
     """A closure running one training step of `entry` and returning the seconds its
     ``optimizer.step`` took, and the model's parameter count. `model_hook` may change the
-    model in place before the optimizer takes its parameters (an experiment's modules)."""
+    model in place before the optimizer takes its parameters (an experiment's modules).
+    With `autocast`, forward and loss run under CPU autocast to that dtype and the backward
+    after it, as raylung's training loop runs ``train.amp``."""
     model = create_model(entry.name).train()
     if model_hook is not None:
         model_hook(model)
@@ -110,7 +113,9 @@ def make_step(
     def step() -> float:
         with eager_kernels(entry.kernels):
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(forward(images), labels).backward()
+            with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                loss = loss_fn(forward(images), labels)
+            loss.backward()
             start = time.perf_counter()
             optimizer.step()
             return time.perf_counter() - start
@@ -138,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         "--contiguous-reference", action="store_true", help="also time every model with NCHW tensors"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all)")
+    parser.add_argument(
+        "--amp", choices=("none", "bf16"), default="none", help="bf16: CPU autocast, as train.amp: bf16"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
 
@@ -154,7 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     for entry in entries:
         label = entry.label
         steps[label], params[label] = make_step(
-            entry, args.batch_size, args.height, args.width, args.channels_last
+            entry,
+            args.batch_size,
+            args.height,
+            args.width,
+            args.channels_last,
+            autocast=torch.bfloat16 if args.amp == "bf16" else None,
         )
         if entry.compiled:  # the first step compiles; the warm-up below then runs compiled code
             _, (compile_s[label],) = median_seconds(steps[label], repeats=1, warmup=0)
@@ -217,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     title = (
         f"train step (fwd+bwd+Adam), batch {args.batch_size}, 3x{args.height}x{args.width}, "
         f"{layout}, {torch.get_num_threads()} threads, {args.repeats} repeats"
+        + (", bf16 autocast" if args.amp == "bf16" else "")
     )
     columns = [
         "model",

@@ -589,6 +589,17 @@ def test_model_step_times_raylungs_adam_beside_pytorchs_per_tensor_adam(
     ]
 
 
+def test_model_step_runs_under_bf16_autocast(tmp_path, one_torch_thread, monkeypatch):
+    monkeypatch.setenv(KEEP_FREED_MEMORY_ENV, "0")
+    out = tmp_path / "model_step.json"
+    tiny = ["--batch-size", "2", "--height", "32", "--width", "32", "--repeats", "1", "--warmup", "0"]
+    model_step.main(
+        ["--models", "resnet_ours_tiny", "--amp", "bf16", "--threads", "1", "--out", str(out), *tiny]
+    )
+    saved = json.loads(out.read_text())
+    assert saved["config"]["amp"] == "bf16" and saved["results"]["resnet_ours_tiny"]["median_s"] > 0
+
+
 def _checkout_commit() -> str:
     import subprocess
 

@@ -5,8 +5,9 @@ arithmetic on full-size activations, and every new full-size tensor costs a fres
 (for the largest maps, page faults from the OS). These autograd functions compute exactly the
 same forward values as the plain modules, and the same gradients up to floating-point
 summation order, while allocating fewer full-size tensors. They are used only in eager mode
-with autograd on (not for double backward); tests compare them against the plain modules.
-:func:`eager_kernels` switches them off to measure or check against plain autograd.
+with autograd on (not for double backward), under autocast too (bf16 or fp16, as the modules
+would run: see :func:`channel_spatial_attention`); tests compare them against the plain
+modules. :func:`eager_kernels` switches them off to measure or check against plain autograd.
 """
 
 from __future__ import annotations
@@ -45,8 +46,18 @@ def _use_eager_kernels(x: torch.Tensor) -> bool:
         and not torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
         and x.device.type in ("cpu", "cuda")
-        and not torch.is_autocast_enabled(x.device.type)
     )
+
+
+def _compute_dtype(x: torch.Tensor, *weights: torch.Tensor) -> torch.dtype | None:
+    """The dtype the modules' convolutions would compute `x` in, or None where they would mix
+    dtypes (the fused function then steps aside). Without autocast that is the weights' dtype;
+    under autocast, the autocast dtype, which `x` must already have (as after a convolution)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        return dtype if x.dtype == dtype and all(w.is_floating_point() for w in weights) else None
+    return x.dtype if all(w.dtype == x.dtype for w in weights) else None
 
 
 def funnel_maximum(x: torch.Tensor, funnel: torch.Tensor) -> torch.Tensor:
@@ -121,6 +132,11 @@ class _ChannelSpatialAttention(torch.autograd.Function):
         P = g * x;  ds = P a (over C);  dlogit = ds * s * (1 - s)
         da = P^T s + w * (x^T dlogit) (over pixels);  dw = sum_b a * (x^T dlogit);  db = sum dlogit
         dx = (g * s + dlogit w^T) * a + dmean / (H W)
+
+    Under autocast the forward's module calls cast as the modules would, and `x` already has
+    the autocast dtype. The backward runs with autocast off, wherever ``backward()`` is called:
+    its full-size tensors in `x`'s dtype, its small per-sample vectors (and ECA's small graph)
+    in float32 at least; each gradient comes back in its input's own dtype.
     """
 
     @staticmethod
@@ -140,50 +156,64 @@ class _ChannelSpatialAttention(torch.autograd.Function):
         s = spatial.gate(spatial.conv(out))
         out.mul_(s)
         ctx.eca_padding = channel.conv.padding
-        ctx.has_bias = sa_bias is not None
+        ctx.bias_dtype = sa_bias.dtype if sa_bias is not None else None
         ctx.save_for_backward(x, mean, a, s, eca_weight, sa_weight)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x = ctx.saved_tensors[0]
+        with torch.autocast(x.device.type, enabled=False):
+            return _ChannelSpatialAttention._backward(ctx, grad.to(x.dtype))
+
+    @staticmethod
+    def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, mean, a, s, eca_weight, sa_weight = ctx.saved_tensors
         b, c, h, w = x.shape
         s_flat = s.reshape(b, h * w)
+        # Full-size tensors stay in x's dtype; the (B, C) and (B, HW) ones, cheap, are at least
+        # float32 (bf16/fp16 sums would lose what autograd's own reductions keep).
+        acc = torch.promote_types(x.dtype, torch.float32)
 
         buf = grad * x  # P; the buffer later becomes dx
         rows = _pixel_rows(buf)
-        grad_logit = torch.ops.aten.sigmoid_backward(_batched_mv(rows, a), s_flat)  # (B, HW)
-        p_t_s = _batched_mv(rows.transpose(1, 2), s_flat)  # (B, C)
-        x_t_dlogit = _batched_mv(_pixel_rows(x).transpose(1, 2), grad_logit)  # (B, C)
-        w_row = sa_weight.view(1, c)
-        grad_sa_weight = (x_t_dlogit * a).sum(0).view_as(sa_weight)
-        grad_sa_bias = grad_logit.sum().view(1) if ctx.has_bias else None
+        grad_logit = torch.ops.aten.sigmoid_backward(_batched_mv(rows, a).to(acc), s_flat.to(acc))  # (B, HW)
+        p_t_s = _batched_mv(rows.transpose(1, 2), s_flat).to(acc)  # (B, C)
+        x_t_dlogit = _batched_mv(_pixel_rows(x).transpose(1, 2), grad_logit.to(x.dtype)).to(acc)  # (B, C)
+        w_row = sa_weight.to(acc).view(1, c)
+        grad_sa_weight = (x_t_dlogit * a.to(acc)).sum(0).view_as(sa_weight).to(sa_weight.dtype)
+        grad_sa_bias = grad_logit.sum().view(1).to(ctx.bias_dtype) if ctx.bias_dtype else None
         grad_a = p_t_s + w_row * x_t_dlogit
 
         # ECA's small graph (mean -> conv1d -> sigmoid), differentiated by autograd.
         with torch.enable_grad():
             mean_ = mean.detach().requires_grad_()
             weight_ = eca_weight.detach().requires_grad_()
-            a_ = torch.sigmoid(F.conv1d(mean_.view(b, 1, c), weight_, padding=ctx.eca_padding)).view(b, c)
+            eca_in, eca_w = mean_.view(b, 1, c).to(acc), weight_.to(acc)
+            a_ = torch.sigmoid(F.conv1d(eca_in, eca_w, padding=ctx.eca_padding)).view(b, c)
             grad_mean, grad_eca_weight = torch.autograd.grad(a_, (mean_, weight_), grad_a)
 
         torch.mul(grad, s, out=buf)  # dL/dx1, direct part
-        buf.addcmul_(grad_logit.view(b, 1, h, w), w_row.view(1, c, 1, 1))  # + through the logit
-        torch.addcmul((grad_mean / (h * w)).view(b, c, 1, 1), buf, a.view(b, c, 1, 1), out=buf)
-        return buf, grad_eca_weight, grad_sa_weight, grad_sa_bias, None, None
+        lows = (grad_logit.to(x.dtype).view(b, 1, h, w), w_row.to(x.dtype).view(1, c, 1, 1))
+        buf.addcmul_(*lows)  # + through the logit
+        dmean = (grad_mean / (h * w)).to(x.dtype).view(b, c, 1, 1)
+        torch.addcmul(dmean, buf, a.view(b, c, 1, 1), out=buf)
+        return buf, grad_eca_weight.to(eca_weight.dtype), grad_sa_weight, grad_sa_bias, None, None
 
 
 def channel_spatial_attention(x: torch.Tensor, channel: nn.Module, spatial: nn.Module) -> torch.Tensor:
     """``spatial(channel(x))``: ECA, then spatial attention, as after each bottleneck.
 
     In eager training this runs as one autograd function (:class:`_ChannelSpatialAttention`)
-    with the same forward arithmetic and fewer full-size temporaries; elsewhere (inference,
-    tracing, ``torch.compile``, ``torch.export``, autocast) it calls the modules. Python only:
+    with the same forward arithmetic and fewer full-size temporaries, also under autocast when
+    `x` has the autocast dtype (as a convolution's output does); elsewhere (inference, tracing,
+    ``torch.compile``, ``torch.export``, mixed dtypes) it calls the modules. Python only:
     scripted models call the modules directly.
     Either way ``spatial.gate`` is called, so forward hooks on it see the attention map.
     """
-    if _use_eager_kernels(x) and x.dtype == spatial.conv.weight.dtype == channel.conv.weight.dtype:
+    weights = (spatial.conv.weight, channel.conv.weight)
+    if _use_eager_kernels(x) and _compute_dtype(x, *weights) is not None:
         return _ChannelSpatialAttention.apply(
             x, channel.conv.weight, spatial.conv.weight, spatial.conv.bias, channel, spatial
         )
