@@ -195,8 +195,8 @@ class _ChannelSpatialAttention(torch.autograd.Function):
             grad_mean, grad_eca_weight = torch.autograd.grad(a_, (mean_, weight_), grad_a)
 
         torch.mul(grad, s, out=buf)  # dL/dx1, direct part
-        lows = (grad_logit.to(x.dtype).view(b, 1, h, w), w_row.to(x.dtype).view(1, c, 1, 1))
-        buf.addcmul_(*lows)  # + through the logit
+        grad_logit_map = grad_logit.to(x.dtype).view(b, 1, h, w)
+        buf.addcmul_(grad_logit_map, w_row.to(x.dtype).view(1, c, 1, 1))  # + through the logit
         dmean = (grad_mean / (h * w)).to(x.dtype).view(b, c, 1, 1)
         torch.addcmul(dmean, buf, a.view(b, c, 1, 1), out=buf)
         return buf, grad_eca_weight.to(eca_weight.dtype), grad_sa_weight, grad_sa_bias, None, None
