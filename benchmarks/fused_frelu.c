@@ -54,6 +54,14 @@ static void add_into(double *dst, const double *src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
+/* Adds a chunk's two per-lane sums to a thread's per-channel pair of sums (acc: 2*C). */
+static inline void add_pair(double *acc, int64_t C, int64_t cb, vf s, vf q) {
+  for (int k = 0; k < V; ++k) {
+    acc[cb + k] += s[k];
+    acc[C + cb + k] += q[k];
+  }
+}
+
 /* Pass 1: d = dw3x3(x), with the per-channel sum and sum of squares of d (batch statistics). */
 void frelu_forward_conv(const float *x, const float *w9, float *d, double *sum_sq, int64_t N, int64_t H,
                         int64_t W, int64_t C) {
@@ -68,10 +76,7 @@ void frelu_forward_conv(const float *x, const float *w9, float *d, double *sum_s
       for (int64_t cb = 0; cb < C; cb += V) {
         vf s = {0}, q = {0};
         conv_row(rows, w9, W, C, cb, d + r * W * C, 0, &s, &q);
-        for (int k = 0; k < V; ++k) {
-          acc[cb + k] += s[k];
-          acc[C + cb + k] += q[k];
-        }
+        add_pair(acc, C, cb, s, q);
       }
     }
 #pragma omp critical
@@ -114,10 +119,7 @@ void frelu_backward_sums(const float *x, const float *d, const float *scale, con
           s += gy;
           q += gy * dv;
         }
-        for (int k = 0; k < V; ++k) {
-          acc[cb + k] += s[k];
-          acc[C + cb + k] += q[k];
-        }
+        add_pair(acc, C, cb, s, q);
       }
     }
 #pragma omp critical

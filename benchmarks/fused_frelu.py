@@ -43,7 +43,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import print_table, save_json  # noqa: E402
+from harness import median_seconds, print_table, save_json  # noqa: E402
 from model_step import Entry, make_step  # noqa: E402
 
 from raylung.models import create_model  # noqa: E402
@@ -251,13 +251,7 @@ def agreement(lib: ctypes.CDLL, shape: tuple[int, int, int], batch: int) -> dict
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(fn, repeats, warmup=1)[0] * 1e3
 
 
 def time_shape(
