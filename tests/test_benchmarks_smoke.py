@@ -547,9 +547,11 @@ def test_gpu_peak_table_matches_device_names(name, peak):
 
 def test_gpu_plan_puts_eager_bf16_channels_last_first_and_compile_last_within_budget():
     plan = gpu_cases.build_plan(["resnet_ours50", "resnet50"], [8, 32, 64, 128], [64])
-    assert len(plan) == 2 * 4 * 4 + 1 + 2
-    plain = [c for c in plan if c.mode == "plain"]  # kernels off: only for ResNet-ours, in fp32
-    assert [(c.model, c.batch, c.precision) for c in plain] == [("resnet_ours50", 64, "fp32")]
+    assert len(plan) == 2 * 4 * 4 + 2 + 2
+    plain = [c for c in plan if c.mode == "plain"]  # kernels off: only for ResNet-ours, bf16 first
+    assert [(c.model, c.batch, c.precision) for c in plain] == [
+        ("resnet_ours50", 64, p) for p in ("bf16", "fp32")
+    ]
     assert (plan[0].precision, plan[0].layout, plan[0].mode) == ("bf16", "channels_last", "eager")
     assert [c.model for c in plan[:2]] == ["resnet_ours50", "resnet50"]
     assert all(c.mode == "compile" for c in plan[-2:]) and len({c.label for c in plan}) == len(plan)
@@ -634,8 +636,8 @@ def test_gpu_dry_run_builds_the_model_and_runs_the_eager_plan_on_cpu(tmp_path):
     gpu.main(["--dry-run", "--models", "resnet_ours_tiny", "--out", str(out)])
     saved = json.loads(out.read_text())
     rows = saved["rows"]
-    assert len(rows) == 4 + 1 + 1 and saved["peak_bf16_tflops"] == 1.0 and saved["config"]["height"] == 32
-    assert rows[-2]["mode"] == "plain" and rows[-2]["status"] == "ok"
+    assert len(rows) == 4 + 2 + 1 and saved["peak_bf16_tflops"] == 1.0 and saved["config"]["height"] == 32
+    assert [r["mode"] for r in rows[-3:-1]] == ["plain", "plain"] and rows[-2]["status"] == "ok"
     eager = [r for r in rows if r["mode"] == "eager"]
     assert {(r["precision"], r["layout"]) for r in eager} == {
         ("bf16", "channels_last"),
