@@ -77,6 +77,24 @@ def test_fixed_run_rejects_a_search_space():
     assert "train.lr (space.yaml:2)" in message and "raylung tune" in message
 
 
+SMOKE_LIKE = (
+    "data:\n  augment:\n    policy: {choice: [none, light, custom]}\n"
+    "    intensity_jitter: {uniform: [0.0, 0.5], when: {data.augment.policy: custom}}\n"
+)
+
+
+def test_fixed_run_needs_no_value_for_a_parameter_its_fixed_values_switch_off():
+    loaded = load_config(text=SMOKE_LIKE, overrides=["data.augment.policy=light"], allow_search=False)
+    default = load_config(text="").config.data.augment.intensity_jitter
+    assert loaded.config.data.augment.policy == "light" and not loaded.space.distributions
+    assert loaded.config.data.augment.intensity_jitter == default
+
+
+def test_fixed_run_still_asks_for_a_parameter_its_fixed_values_switch_on():
+    message = error_of(SMOKE_LIKE, allow_search=False, overrides=["data.augment.policy=custom"])
+    assert "data.augment.intensity_jitter (space.yaml:4)" in message and "policy" not in message
+
+
 def test_yaml_1_1_exponent_strings_are_numbers():
     loaded = load_config(text="train:\n  lr: 1e-4\n", overrides=["train.weight_decay=1e-5"])
     assert loaded.config.train.lr == pytest.approx(1e-4)

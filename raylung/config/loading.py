@@ -94,13 +94,6 @@ def load_config(
     apply_overrides(source, list(overrides))
     data, specs = extract_distributions(source.data, source.where, _MAPPING_FIELDS)
 
-    if specs and not allow_search:
-        listed = ", ".join(f"{p} ({source.where(p)})" for p, _ in specs)
-        raise ConfigError(
-            f"this command needs fixed values, but the config searches: {listed}. "
-            "Run it with `raylung tune`, or give each field one value (--set key=value)."
-        )
-
     dists: list[Distribution] = []
     for dotted, spec in specs:
         try:
@@ -109,7 +102,15 @@ def load_config(
             raise ConfigError(f"{source.where(dotted)}: {dotted}: {exc}") from None
 
     where = {d.path: source.where(d.path) for d in dists}
+    # Before a fixed-value command refuses a search: a parameter whose `when` cannot hold for
+    # the fixed values (`--set data.augment.policy=light`) is no search, it keeps its default.
     dists = _settle_fixed_conditions(dists, data, where)
+    if dists and not allow_search:
+        listed = ", ".join(f"{d.path} ({where[d.path]})" for d in dists)
+        raise ConfigError(
+            f"this command needs fixed values, but the config searches: {listed}. "
+            "Run it with `raylung tune`, or give each field one value (--set key=value)."
+        )
     space = SearchSpace(tuple(order_by_condition(dists, where)))
 
     # The base holds each unconditional parameter's first candidate (every trial overwrites
