@@ -199,7 +199,7 @@ def swap_frelus(model: nn.Module, lib: ctypes.CDLL) -> int:
     return swapped
 
 
-def frelu_shapes(batch: int, height: int, width: int) -> Counter[tuple[int, int, int]]:
+def frelu_shapes(height: int, width: int) -> Counter[tuple[int, int, int]]:
     """(channels, height, width) of every FReLU input in ResNet-ours(50) at this input size."""
     model = create_model("resnet_ours50").eval()
     seen: Counter[tuple[int, int, int]] = Counter()
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="raylung-fused-frelu-") as workdir:
         lib = build_kernel(Path(workdir))
-        shapes = frelu_shapes(args.batch_size, args.height, args.width)
+        shapes = frelu_shapes(args.height, args.width)
         errors = {f"{c}x{h}x{w}": agreement(lib, (c, h, w), args.batch_size) for c, h, w in shapes}
         per_shape = {}
         for (c, h, w), count in shapes.items():
