@@ -49,15 +49,14 @@ def _use_eager_kernels(x: torch.Tensor) -> bool:
     )
 
 
-def _compute_dtype(x: torch.Tensor, *weights: torch.Tensor) -> torch.dtype | None:
-    """The dtype the modules' convolutions would compute `x` in, or None where they would mix
-    dtypes (the fused function then steps aside). Without autocast that is the weights' dtype;
-    under autocast, the autocast dtype, which `x` must already have (as after a convolution)."""
+def _one_compute_dtype(x: torch.Tensor, *weights: torch.Tensor) -> bool:
+    """Whether the modules' convolutions would compute `x` in its own dtype, as the fused
+    function does (else they would mix dtypes and it steps aside): under autocast, `x` must
+    already have the autocast dtype (as after a convolution); without, the weights' dtype."""
     device = x.device.type
     if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        return dtype if x.dtype == dtype and all(w.is_floating_point() for w in weights) else None
-    return x.dtype if all(w.dtype == x.dtype for w in weights) else None
+        return x.dtype == torch.get_autocast_dtype(device)
+    return all(w.dtype == x.dtype for w in weights)
 
 
 def funnel_maximum(x: torch.Tensor, funnel: torch.Tensor) -> torch.Tensor:
@@ -212,8 +211,7 @@ def channel_spatial_attention(x: torch.Tensor, channel: nn.Module, spatial: nn.M
     scripted models call the modules directly.
     Either way ``spatial.gate`` is called, so forward hooks on it see the attention map.
     """
-    weights = (spatial.conv.weight, channel.conv.weight)
-    if _use_eager_kernels(x) and _compute_dtype(x, *weights) is not None:
+    if _use_eager_kernels(x) and _one_compute_dtype(x, spatial.conv.weight, channel.conv.weight):
         return _ChannelSpatialAttention.apply(
             x, channel.conv.weight, spatial.conv.weight, spatial.conv.bias, channel, spatial
         )
