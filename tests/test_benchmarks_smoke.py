@@ -600,6 +600,22 @@ def test_model_step_runs_under_bf16_autocast(tmp_path, one_torch_thread, monkeyp
     )
     saved = json.loads(out.read_text())
     assert saved["config"]["amp"] == "bf16" and saved["results"]["resnet_ours_tiny"]["median_s"] > 0
+    import torch
+
+    seen: list[torch.dtype] = []
+    for autocast, expected in ((torch.bfloat16, torch.bfloat16), (None, torch.float32)):
+        seen.clear()
+        step, _ = model_step.make_step(
+            model_step.Entry("resnet_ours_tiny", "resnet_ours_tiny"),
+            2,
+            32,
+            32,
+            True,
+            model_hook=lambda m: m.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype)),
+            autocast=autocast,
+        )
+        step()
+        assert seen == [expected]  # the forward ran under autocast exactly when asked
 
 
 def _checkout_commit() -> str:
